@@ -1,0 +1,165 @@
+//! The guard that holds an advisory lock.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{AssertSqlSafe, PgConnection};
+
+use super::sql::{self, Mode};
+use crate::handle::Conn;
+use crate::{Error, LockId};
+
+/// Where a guard's lock stands, which decides what dropping the guard must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    /// The acquiring statement may be in flight.
+    Waiting,
+    /// The lock is held.
+    Held,
+    /// Nothing is held or in flight: released, or never acquired.
+    Done,
+}
+
+/// Holds an advisory lock until [`release`](AdvisoryGuard::release)d or dropped.
+///
+/// It derefs to the connection the lock lives on, so the holder can run statements on the
+/// locked session (`&mut *guard` is a `&mut PgConnection`), and `&mut guard` is itself a
+/// [`Db`](crate::Db) handle for taking more locks on the same session.
+///
+/// Prefer `release().await`: it unlocks now and reports the outcome. Dropping the guard releases
+/// the lock too where pglock owns the connection (it closes the connection, which ends the session
+/// and its locks at once). On a borrowed connection a destructor cannot run a statement, so a
+/// dropped session-level guard leaves the lock held; see [`Advisory::acquire`](crate::Advisory::acquire)'s
+/// `# Cancel safety`. Transaction-level locks are released when their transaction ends.
+#[must_use = "the lock is released when the guard is released or dropped"]
+pub struct AdvisoryGuard<'c> {
+    /// `None` only once the guard has been released or dropped.
+    conn: Option<Conn<'c>>,
+    id: LockId,
+    mode: Mode,
+    state: State,
+}
+
+impl<'c> AdvisoryGuard<'c> {
+    pub(super) fn waiting(conn: Conn<'c>, id: LockId, mode: Mode) -> Self {
+        AdvisoryGuard {
+            conn: Some(conn),
+            id,
+            mode,
+            state: State::Waiting,
+        }
+    }
+
+    pub(super) fn set_state(&mut self, state: State) {
+        self.state = state;
+    }
+
+    pub(super) fn conn_mut(&mut self) -> &mut Conn<'c> {
+        self.conn
+            .as_mut()
+            .expect("the connection is only taken on release or drop")
+    }
+
+    /// The id of the lock held.
+    pub fn id(&self) -> &LockId {
+        &self.id
+    }
+
+    /// Whether the lock held is shared.
+    pub fn is_shared(&self) -> bool {
+        self.mode.shared
+    }
+
+    /// Whether the lock held is transaction-level (released when the transaction ends).
+    pub fn is_xact(&self) -> bool {
+        self.mode.xact
+    }
+
+    /// Release the lock now.
+    ///
+    /// A session-level lock is unlocked (once: advisory locks are re-entrant, and each
+    /// acquisition has its own guard), and a connection pglock checked out of a pool goes back to
+    /// it. A transaction-level lock has no unlock: it is released when its transaction ends, and
+    /// this only ends the guard.
+    ///
+    /// # Errors
+    /// * [`Error::NotHeld`] when the session no longer held the lock;
+    /// * [`Error::Database`] when the unlock statement fails, for example because the
+    ///   connection was lost (the lock then went with the session) or because the transaction
+    ///   the connection is in has failed (roll it back first; the lock stays held meanwhile).
+    ///
+    /// # Cancel safety
+    /// If this future is dropped before it completes, the guard's drop runs as if `release` had
+    /// not been called (see the type's docs); the unlock statement, if already sent, still runs.
+    pub async fn release(mut self) -> Result<(), Error> {
+        if self.mode.xact {
+            self.state = State::Done;
+            return Ok(());
+        }
+        let key = self.id.key();
+        let statement = sql::unlock(self.mode, key);
+        let conn = self.conn_mut();
+        let was_held: bool = super::bind_key(sqlx::query_scalar(AssertSqlSafe(statement)), key)
+            .fetch_one(&mut **conn)
+            .await?;
+        self.state = State::Done;
+        if was_held {
+            Ok(())
+        } else {
+            Err(Error::NotHeld {
+                lock: self.id.clone(),
+            })
+        }
+    }
+}
+
+impl Drop for AdvisoryGuard<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let unreleased = match self.state {
+            State::Done => return,
+            // Ends with its transaction; pglock's own transaction is closed by its owner.
+            State::Held if self.mode.xact => return,
+            State::Held => "was dropped without release",
+            State::Waiting => "was dropped while waiting",
+        };
+        if matches!(conn, Conn::Connection(_) | Conn::PoolConnection(_)) {
+            tracing::warn!(
+                lock = %self.id,
+                "pglock: the guard of a lock on a borrowed connection {unreleased}; the session \
+                 keeps (or will get) the lock until the connection closes. Release guards with \
+                 `release().await`, and bound waits with `timeout`."
+            );
+        }
+        conn.abandon();
+    }
+}
+
+impl Deref for AdvisoryGuard<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.conn
+            .as_ref()
+            .expect("the connection is only taken on release or drop")
+    }
+}
+
+impl DerefMut for AdvisoryGuard<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn_mut()
+    }
+}
+
+impl fmt::Debug for AdvisoryGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdvisoryGuard")
+            .field("id", &self.id)
+            .field("shared", &self.mode.shared)
+            .field("xact", &self.mode.xact)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,486 @@
+//! Advisory locks: the builder, acquisition, and the scoped form.
+
+mod guard;
+mod sql;
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres};
+
+pub use guard::AdvisoryGuard;
+use guard::State;
+use sql::{Mode, WaitOn};
+
+use crate::handle::{Conn, Handle};
+use crate::{AdvisoryKey, Db, Error, LockId, Wait};
+
+/// Start building an advisory lock on `id`: a string (hashed as django-pglock hashes it),
+/// an `i64`/`i32`, a pair `(i32, i32)`, or an [`AdvisoryKey`].
+///
+/// By default the lock is exclusive, session-level, and waits as long as the server's
+/// `lock_timeout` allows. See [`Advisory`] for the options and the ways to take it.
+///
+/// ```no_run
+/// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+/// use std::time::Duration;
+///
+/// // Wait at most 2 seconds; the guard keeps the lock's connection checked out.
+/// let guard = pglock::advisory("nightly-report")
+///     .timeout(Duration::from_secs(2))
+///     .acquire(pool)
+///     .await?;
+/// // ... work while holding the lock ...
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+pub fn advisory(id: impl Into<LockId>) -> Advisory {
+    Advisory {
+        id: id.into(),
+        mode: Mode {
+            shared: false,
+            xact: false,
+        },
+        wait: Wait::ServerDefault,
+    }
+}
+
+/// An advisory lock to take: its id, mode and how long to wait. Built by [`advisory`].
+///
+/// Three ways to take it, mirroring django-pglock's side effects:
+/// * [`acquire`](Advisory::acquire) returns a guard, or an error when the lock is not acquired
+///   (django-pglock's `Raise`);
+/// * [`try_acquire`](Advisory::try_acquire) returns `None` instead (`Return`);
+/// * [`scope`](Advisory::scope) / [`try_scope`](Advisory::try_scope) run a closure under the lock
+///   and release it after, however the closure ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advisory {
+    id: LockId,
+    mode: Mode,
+    wait: Wait,
+}
+
+impl Advisory {
+    /// Take a shared lock: shared holders do not exclude each other, only exclusive ones.
+    pub fn shared(mut self) -> Self {
+        self.mode.shared = true;
+        self
+    }
+
+    /// Take a transaction-level lock, released when the transaction ends
+    /// (`pg_advisory_xact_lock`). It has no unlock of its own.
+    ///
+    /// Pass a transaction (or a connection inside one begun through sqlx) to `acquire`, or use
+    /// [`scope`](Advisory::scope) on a pool, which opens the transaction, commits it when the
+    /// closure returns `Ok` and rolls it back otherwise. Transaction-level locks are the ones
+    /// that work through PgBouncer's transaction pooling.
+    pub fn xact(mut self) -> Self {
+        self.mode.xact = true;
+        self
+    }
+
+    /// Wait at most `limit` for the lock. Under one millisecond (including zero) means try once
+    /// and do not wait, as django-pglock's `timeout=0` does. The limit is enforced by the server
+    /// (`lock_timeout`, for the acquiring statement only), in whole milliseconds, and is checked
+    /// against Postgres' maximum (about 24.8 days) when the lock is taken.
+    pub fn timeout(self, limit: Duration) -> Self {
+        self.wait(Wait::at_most(limit))
+    }
+
+    /// Try once and do not wait (`pg_try_advisory_*`): the same as `timeout(Duration::ZERO)`.
+    pub fn nowait(self) -> Self {
+        self.wait(Wait::NoWait)
+    }
+
+    /// Wait as long as it takes, even if the server or role sets a `lock_timeout`
+    /// (django-pglock's `timeout=None`).
+    pub fn wait_forever(self) -> Self {
+        self.wait(Wait::Forever)
+    }
+
+    /// Set how long to wait: a [`Wait`], a [`Duration`] (see [`timeout`](Advisory::timeout)),
+    /// or an `Option<Duration>` whose `None` waits forever.
+    pub fn wait(mut self, wait: impl Into<Wait>) -> Self {
+        self.wait = wait.into();
+        self
+    }
+
+    /// The lock's id.
+    pub fn id(&self) -> &LockId {
+        &self.id
+    }
+
+    /// How long taking the lock waits.
+    pub fn wait_mode(&self) -> Wait {
+        self.wait
+    }
+
+    /// Whether the lock is shared.
+    pub fn is_shared(&self) -> bool {
+        self.mode.shared
+    }
+
+    /// Whether the lock is transaction-level.
+    pub fn is_xact(&self) -> bool {
+        self.mode.xact
+    }
+
+    /// Take the lock, waiting as configured, and return a guard that holds it.
+    ///
+    /// Advisory locks are re-entrant per session: a session that holds a lock gets it again at
+    /// once, and each session-level acquisition needs its own release.
+    ///
+    /// # Errors
+    /// * [`Error::Busy`] when another session holds the lock and the wait is [`Wait::NoWait`];
+    /// * [`Error::LockTimeout`] when it is still held when the lock timeout runs out;
+    /// * [`Error::NotInTransaction`] for a transaction-level lock on a connection outside a
+    ///   transaction, or on a pool (use [`scope`](Advisory::scope) there);
+    /// * [`Error::InvalidArgument`] for a timeout Postgres does not accept;
+    /// * [`Error::Database`] (or [`Error::PermissionDenied`]) when the server or connection fails.
+    ///
+    /// A timed wait that fails inside your transaction leaves that transaction usable (it runs
+    /// in a savepoint); a wait bound only by the server's own `lock_timeout` does not.
+    ///
+    /// # Cancel safety
+    /// What happens when this future is dropped before it completes (for example by
+    /// `tokio::time::timeout` or `select!`) depends on the handle:
+    /// * **`&PgPool`**: fully cancel-safe. pglock owns the connection it checked out and closes it;
+    ///   the server notices within 50 ms and abandons the wait, so no backend keeps waiting and
+    ///   the lock is never granted to nobody. (On Postgres 13, which lacks
+    ///   `client_connection_check_interval`, the server only notices once the wait ends; the lock
+    ///   is then released at once, with the session.)
+    /// * **Borrowed handles** (`&mut PgConnection`, `&mut PoolConnection`, `&mut Transaction`):
+    ///   sqlx offers no way to cancel a statement or run one from a destructor on a connection it
+    ///   does not own, so the wait goes on. sqlx finishes it before the connection's next
+    ///   statement, and that connection then holds the lock. A `&mut PoolConnection` is marked to
+    ///   be closed rather than returned to its pool, so the lock ends with it. Bound waits on
+    ///   borrowed connections with [`timeout`](Advisory::timeout), not by dropping the future.
+    pub async fn acquire<'c>(&self, db: impl Db<'c>) -> Result<AdvisoryGuard<'c>, Error> {
+        let conn = match db.into_handle() {
+            Handle::Pool(_) if self.mode.xact => {
+                return Err(Error::NotInTransaction {
+                    lock: self.id.clone(),
+                });
+            }
+            Handle::Pool(pool) => Conn::Owned(pool.acquire().await?),
+            Handle::PoolConnection(conn) => Conn::PoolConnection(conn),
+            Handle::Connection(conn) => Conn::Connection(conn),
+        };
+        self.take(conn).await
+    }
+
+    /// Take the lock like [`acquire`](Advisory::acquire), but return `Ok(None)` when it is not
+    /// acquired (held elsewhere and `NoWait`, or still held when the lock timeout ran out).
+    ///
+    /// # Errors
+    /// As [`acquire`](Advisory::acquire), except [`Error::Busy`] and [`Error::LockTimeout`],
+    /// which become `Ok(None)`.
+    ///
+    /// # Cancel safety
+    /// As [`acquire`](Advisory::acquire).
+    pub async fn try_acquire<'c>(
+        &self,
+        db: impl Db<'c>,
+    ) -> Result<Option<AdvisoryGuard<'c>>, Error> {
+        not_acquired_is_none(self.acquire(db).await)
+    }
+
+    /// Run `body` while holding the lock, and release the lock after it, whether it returns
+    /// `Ok`, returns `Err` or panics. The closure gets the connection the lock lives on.
+    ///
+    /// On a pool, a transaction-level lock gets a transaction that pglock opens: `body` runs in
+    /// it, and it commits when `body` returns `Ok` and rolls back otherwise.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let rows = pglock::advisory("reindex")
+    ///     .xact()
+    ///     .scope(pool, async |conn| {
+    ///         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class")
+    ///             .fetch_one(&mut *conn)
+    ///             .await?;
+    ///         Ok::<_, pglock::Error>(n)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `body`'s error, or any error of [`acquire`](Advisory::acquire) converted into `E`, or the
+    /// error of releasing the lock (or of committing) when `body` succeeded: a session lock
+    /// whose unlock fails may have been lost while `body` ran, so its result is not returned.
+    ///
+    /// # Cancel safety
+    /// On a pool, dropping this future at any point releases the lock promptly: pglock closes
+    /// the connection it owns, which ends the session and everything it holds or waits for
+    /// (an open transaction rolls back). On borrowed handles the lock cannot be released from a
+    /// destructor; see [`acquire`](Advisory::acquire).
+    pub async fn scope<'c, T, E>(
+        &self,
+        db: impl Db<'c>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        self.run_scope(db, body, false)
+            .await
+            .map(|out| out.expect("scope only returns None for try_scope"))
+    }
+
+    /// Like [`scope`](Advisory::scope), but return `Ok(None)` without running `body` when the
+    /// lock is not acquired (django-pglock's `Skip`).
+    ///
+    /// # Errors
+    /// As [`scope`](Advisory::scope), except that a lock that is not acquired is `Ok(None)`.
+    ///
+    /// # Cancel safety
+    /// As [`scope`](Advisory::scope).
+    pub async fn try_scope<'c, T, E>(
+        &self,
+        db: impl Db<'c>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<Option<T>, E>
+    where
+        E: From<Error>,
+    {
+        self.run_scope(db, body, true).await
+    }
+
+    async fn run_scope<'c, T, E>(
+        &self,
+        db: impl Db<'c>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+        skip_when_not_acquired: bool,
+    ) -> Result<Option<T>, E>
+    where
+        E: From<Error>,
+    {
+        let acquired = match db.into_handle() {
+            Handle::Pool(pool) if self.mode.xact => {
+                let conn = pool.acquire().await.map_err(Error::from)?;
+                return match self.xact_scope_on_pool(conn, body).await {
+                    Ok(out) => out.map(Some),
+                    Err(error) => skip(error, skip_when_not_acquired),
+                };
+            }
+            Handle::Pool(pool) => self.acquire(pool).await,
+            Handle::PoolConnection(conn) => self.acquire(conn).await,
+            Handle::Connection(conn) => self.acquire(conn).await,
+        };
+        let Some(mut guard) = acquired
+            .map(Some)
+            .or_else(|e| skip(e, skip_when_not_acquired))?
+        else {
+            return Ok(None);
+        };
+        let outcome = catch_panic(body(&mut guard)).await;
+        let released = guard.release().await;
+        match (outcome, released) {
+            (Ok(Ok(out)), Ok(())) => Ok(Some(out)),
+            (Ok(Ok(_)), Err(release)) => Err(release.into()),
+            (Ok(Err(body)), released) => {
+                warn_unreleased(&self.id, released);
+                Err(body)
+            }
+            (Err(panic), released) => {
+                warn_unreleased(&self.id, released);
+                resume_unwind(panic)
+            }
+        }
+    }
+
+    /// A transaction-level lock on a pool: open a transaction on a connection pglock owns, lock,
+    /// run `body`, and commit or roll back. The outer `Result` is pglock's, the inner one `body`'s.
+    async fn xact_scope_on_pool<T, E>(
+        &self,
+        conn: PoolConnection<Postgres>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<Result<T, E>, Error> {
+        // Dropped with this future, it closes the connection rather than returning it with a
+        // statement in flight: the wait ends and the transaction rolls back on the server.
+        let mut owned = CloseUnlessKept(Some(conn));
+        let mut tx = owned.conn().begin().await?;
+        // The guard has nothing to do: the transaction's end releases the lock.
+        let taken = self.take(Conn::InOwnedTransaction(&mut tx)).await.map(drop);
+        if let Err(error) = taken {
+            tx.rollback().await?;
+            owned.keep();
+            return Err(error);
+        }
+        let out = match catch_panic(body(&mut tx)).await {
+            Ok(Ok(out)) => {
+                tx.commit().await?;
+                Ok(out)
+            }
+            Ok(Err(body)) => {
+                warn_unreleased(&self.id, tx.rollback().await.map_err(Error::from));
+                Err(body)
+            }
+            // Unwinding drops `tx` and `owned`: the connection closes and the server rolls back.
+            Err(panic) => resume_unwind(panic),
+        };
+        owned.keep();
+        Ok(out)
+    }
+
+    /// Lock on `conn`. The guard exists before the first statement is sent, so that dropping
+    /// this future mid-wait runs the guard's teardown.
+    async fn take<'c>(&self, conn: Conn<'c>) -> Result<AdvisoryGuard<'c>, Error> {
+        let timeout_ms = self.wait.lock_timeout_ms()?;
+        if self.mode.xact && !conn.is_in_transaction() {
+            return Err(Error::NotInTransaction {
+                lock: self.id.clone(),
+            });
+        }
+        let mut guard = AdvisoryGuard::waiting(conn, self.id.clone(), self.mode);
+        match self.send(&mut guard, timeout_ms).await {
+            Ok(()) => {
+                guard.set_state(State::Held);
+                Ok(guard)
+            }
+            Err(error) => {
+                guard.set_state(State::Done);
+                Err(error)
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        guard: &mut AdvisoryGuard<'_>,
+        timeout_ms: Option<u32>,
+    ) -> Result<(), Error> {
+        let key = self.id.key();
+        let conn = guard.conn_mut();
+        let result = match self.wait {
+            Wait::NoWait => {
+                let statement = sql::try_lock(self.mode, key);
+                let acquired: bool = bind_key(sqlx::query_scalar(AssertSqlSafe(statement)), key)
+                    .fetch_one(&mut **conn)
+                    .await?;
+                return if acquired {
+                    Ok(())
+                } else {
+                    Err(Error::Busy {
+                        lock: self.id.clone(),
+                    })
+                };
+            }
+            _ if conn.closes_on_drop() => {
+                let on = WaitOn::Owned {
+                    server_version: conn.server_version_num(),
+                };
+                let statement = sql::wait_simple(self.mode, key, timeout_ms, on);
+                sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&mut **conn)
+                    .await
+            }
+            Wait::Limit(_) if conn.is_in_transaction() => {
+                let statement =
+                    sql::wait_simple(self.mode, key, timeout_ms, WaitOn::CallerTransaction);
+                let result = sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&mut **conn)
+                    .await;
+                if result.is_err() {
+                    sqlx::raw_sql(AssertSqlSafe(sql::recover_caller_transaction()))
+                        .execute(&mut **conn)
+                        .await?;
+                }
+                result
+            }
+            _ => {
+                let statement = sql::wait_bound(self.mode, key, timeout_ms.is_some());
+                let query = sqlx::query(AssertSqlSafe(statement));
+                let query = match timeout_ms {
+                    Some(ms) => query.bind(ms.to_string()),
+                    None => query,
+                };
+                match key {
+                    AdvisoryKey::BigInt(k) => query.bind(k),
+                    AdvisoryKey::Pair(a, b) => query.bind(a).bind(b),
+                }
+                .execute(&mut **conn)
+                .await
+            }
+        };
+        result.map(drop).map_err(|e| Error::acquiring(&self.id, e))
+    }
+}
+
+/// Bind an advisory key's one or two parameters to a statement.
+pub(crate) fn bind_key<'q, O>(
+    query: sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    key: AdvisoryKey,
+) -> sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    match key {
+        AdvisoryKey::BigInt(k) => query.bind(k),
+        AdvisoryKey::Pair(a, b) => query.bind(a).bind(b),
+    }
+}
+
+/// `Busy` and `LockTimeout` become `Ok(None)`; other errors stay errors.
+fn not_acquired_is_none<T>(result: Result<T, Error>) -> Result<Option<T>, Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if error.is_not_acquired() => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// For `try_scope`, a lock that is not acquired is `Ok(None)`; for `scope`, an error.
+fn skip<T, E: From<Error>>(error: Error, skip_when_not_acquired: bool) -> Result<Option<T>, E> {
+    if skip_when_not_acquired && error.is_not_acquired() {
+        Ok(None)
+    } else {
+        Err(error.into())
+    }
+}
+
+/// Log a release that failed after the scope's body already failed: the body's error (or panic)
+/// is the one the caller sees.
+fn warn_unreleased(lock: &LockId, released: Result<(), Error>) {
+    if let Err(error) = released {
+        tracing::warn!(lock = %lock, %error, "pglock: releasing the lock after a failed scope failed too");
+    }
+}
+
+/// Run a future to completion, catching a panic from any of its polls.
+async fn catch_panic<F: Future>(future: F) -> std::thread::Result<F::Output> {
+    let mut future = pin!(future);
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        },
+    )
+    .await
+}
+
+/// A connection pglock owns that is closed when dropped, unless [`keep`](Self::keep) returns it
+/// to its pool.
+struct CloseUnlessKept(Option<PoolConnection<Postgres>>);
+
+impl CloseUnlessKept {
+    fn conn(&mut self) -> &mut PgConnection {
+        self.0
+            .as_mut()
+            .expect("connection taken only by keep or drop")
+    }
+
+    fn keep(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for CloseUnlessKept {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            Conn::Owned(conn).abandon();
+        }
+    }
+}

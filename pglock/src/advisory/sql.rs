@@ -1,0 +1,218 @@
+//! The statements pglock sends for advisory locks. This is the one place they are written.
+//!
+//! No caller-supplied text ever reaches these strings: keys are integers (bound as parameters, or
+//! written out by Rust's integer formatting on the simple-query path) and lock timeouts are
+//! integer milliseconds. Each statement costs one round trip:
+//!
+//! * Bound statements (the extended protocol, prepared once per connection by sqlx) serve
+//!   borrowed connections and every `NoWait` attempt.
+//! * A simple-query message of several statements serves waits on connections pglock owns. Its
+//!   first statement turns on `client_connection_check_interval` for the rest of the message, so
+//!   that when the future is dropped and pglock closes the connection, the server notices within
+//!   [`CLIENT_CHECK_MS`] and abandons the wait instead of taking the lock for nobody. The setting
+//!   only takes effect for statements that *start* after it is set, hence the separate statement.
+//! * A timed wait sets `lock_timeout` with `set_config(..., true)` inside the statement that
+//!   waits, and sets it back in the same statement, so no `lock_timeout` is left behind, inside a
+//!   transaction or out of one.
+
+use crate::AdvisoryKey;
+
+/// How often, in milliseconds, a waiting backend on a pglock-owned connection checks that its
+/// client is still there (`client_connection_check_interval`, Postgres 14 and later).
+pub(crate) const CLIENT_CHECK_MS: u32 = 50;
+
+/// The first server version with `client_connection_check_interval`.
+const CLIENT_CHECK_SINCE: u32 = 140_000;
+
+/// The savepoint that keeps a caller's transaction usable when a timed wait inside it fails.
+const SAVEPOINT: &str = "pglock_acquire";
+
+/// Which of the advisory-lock functions a lock uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mode {
+    pub(crate) shared: bool,
+    pub(crate) xact: bool,
+}
+
+impl Mode {
+    /// `pg_[try_]advisory_[xact_]lock[_shared]`.
+    fn lock_fn(self, try_once: bool) -> &'static str {
+        match (try_once, self.xact, self.shared) {
+            (false, false, false) => "pg_advisory_lock",
+            (false, false, true) => "pg_advisory_lock_shared",
+            (false, true, false) => "pg_advisory_xact_lock",
+            (false, true, true) => "pg_advisory_xact_lock_shared",
+            (true, false, false) => "pg_try_advisory_lock",
+            (true, false, true) => "pg_try_advisory_lock_shared",
+            (true, true, false) => "pg_try_advisory_xact_lock",
+            (true, true, true) => "pg_try_advisory_xact_lock_shared",
+        }
+    }
+
+    fn unlock_fn(self) -> &'static str {
+        if self.shared {
+            "pg_advisory_unlock_shared"
+        } else {
+            "pg_advisory_unlock"
+        }
+    }
+}
+
+/// The key as parameters `$first`, `$first + 1`.
+fn key_params(key: AdvisoryKey, first: usize) -> String {
+    match key {
+        AdvisoryKey::BigInt(_) => format!("${first}"),
+        AdvisoryKey::Pair(..) => format!("${first}, ${}", first + 1),
+    }
+}
+
+/// The key written out as typed literals. Parenthesised so that `i32::MIN` and `i64::MIN`
+/// (whose magnitudes overflow their own types) cast correctly.
+fn key_literals(key: AdvisoryKey) -> String {
+    match key {
+        AdvisoryKey::BigInt(key) => format!("({key})::bigint"),
+        AdvisoryKey::Pair(class, obj) => format!("({class})::int4, ({obj})::int4"),
+    }
+}
+
+/// `SELECT pg_try_advisory_...($1)`: returns whether the lock was taken. Binds the key.
+pub(crate) fn try_lock(mode: Mode, key: AdvisoryKey) -> String {
+    format!("SELECT {}({})", mode.lock_fn(true), key_params(key, 1))
+}
+
+/// `SELECT pg_advisory_unlock...($1)`: returns whether the lock was held. Binds the key.
+pub(crate) fn unlock(mode: Mode, key: AdvisoryKey) -> String {
+    format!("SELECT {}({})", mode.unlock_fn(), key_params(key, 1))
+}
+
+/// A wait with the given `lock_timeout` (milliseconds, 0 for none) for this statement only,
+/// or the server's own `lock_timeout` when `timeout_ms` is `None`.
+fn wait_statement(mode: Mode, timeout_ms: Option<&str>, key: &str) -> String {
+    let lock = mode.lock_fn(false);
+    match timeout_ms {
+        None => format!("SELECT {lock}({key})"),
+        // The CTEs order the three steps by data dependency: set, wait, restore. `MATERIALIZED`
+        // keeps the planner from inlining them.
+        Some(ms) => format!(
+            "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS old, \
+             set_config('lock_timeout', {ms}, true)), \
+             l AS MATERIALIZED (SELECT {lock}({key})::text FROM s) \
+             SELECT set_config('lock_timeout', s.old, true) FROM s, l"
+        ),
+    }
+}
+
+/// A wait as one bound statement. Parameters: the timeout in milliseconds as text (when
+/// `timeout_ms` is `Some`), then the key.
+pub(crate) fn wait_bound(mode: Mode, key: AdvisoryKey, timed: bool) -> String {
+    if timed {
+        wait_statement(mode, Some("$1"), &key_params(key, 2))
+    } else {
+        wait_statement(mode, None, &key_params(key, 1))
+    }
+}
+
+/// Where a simple-query wait runs, which decides what is wrapped around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitOn {
+    /// A connection pglock closes if the future is dropped: turn on the client check first.
+    Owned { server_version: Option<u32> },
+    /// The caller's transaction, which must stay usable if the wait times out.
+    CallerTransaction,
+}
+
+/// A wait as one simple-query message (values written out; see the module docs).
+pub(crate) fn wait_simple(
+    mode: Mode,
+    key: AdvisoryKey,
+    timeout_ms: Option<u32>,
+    on: WaitOn,
+) -> String {
+    let ms = timeout_ms.map(|ms| format!("'{ms}'"));
+    let wait = wait_statement(mode, ms.as_deref(), &key_literals(key));
+    match on {
+        WaitOn::Owned { server_version } => {
+            if server_version.is_some_and(|v| v >= CLIENT_CHECK_SINCE) {
+                format!(
+                    "SELECT set_config('client_connection_check_interval', '{CLIENT_CHECK_MS}', \
+                     true); {wait}"
+                )
+            } else {
+                wait
+            }
+        }
+        WaitOn::CallerTransaction => {
+            format!("SAVEPOINT {SAVEPOINT}; {wait}; RELEASE SAVEPOINT {SAVEPOINT}")
+        }
+    }
+}
+
+/// Undo a failed `WaitOn::CallerTransaction` wait, leaving the transaction as it was before.
+pub(crate) fn recover_caller_transaction() -> String {
+    format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: Mode = Mode {
+        shared: false,
+        xact: false,
+    };
+
+    #[test]
+    fn all_eight_functions() {
+        let mut seen = std::collections::HashSet::new();
+        for try_once in [false, true] {
+            for xact in [false, true] {
+                for shared in [false, true] {
+                    seen.insert(Mode { shared, xact }.lock_fn(try_once));
+                }
+            }
+        }
+        assert_eq!(seen.len(), 8);
+        let shared = Mode {
+            shared: true,
+            xact: true,
+        };
+        assert_eq!(shared.lock_fn(true), "pg_try_advisory_xact_lock_shared");
+        assert_eq!(shared.unlock_fn(), "pg_advisory_unlock_shared");
+    }
+
+    #[test]
+    fn bound_statements_number_their_parameters() {
+        assert_eq!(
+            try_lock(SESSION, AdvisoryKey::Pair(1, 2)),
+            "SELECT pg_try_advisory_lock($1, $2)"
+        );
+        let timed = wait_bound(SESSION, AdvisoryKey::BigInt(1), true);
+        assert!(
+            timed.contains("set_config('lock_timeout', $1, true)"),
+            "{timed}"
+        );
+        assert!(timed.contains("pg_advisory_lock($2)"), "{timed}");
+    }
+
+    #[test]
+    fn extreme_keys_are_written_as_castable_literals() {
+        assert_eq!(
+            key_literals(AdvisoryKey::BigInt(i64::MIN)),
+            "(-9223372036854775808)::bigint"
+        );
+        assert_eq!(
+            key_literals(AdvisoryKey::Pair(i32::MIN, 0)),
+            "(-2147483648)::int4, (0)::int4"
+        );
+    }
+
+    #[test]
+    fn client_check_only_where_the_server_has_it() {
+        let key = AdvisoryKey::BigInt(7);
+        let on = |v| WaitOn::Owned {
+            server_version: Some(v),
+        };
+        assert!(wait_simple(SESSION, key, None, on(140_000)).contains("client_connection"));
+        assert!(!wait_simple(SESSION, key, None, on(130_012)).contains("client_connection"));
+    }
+}

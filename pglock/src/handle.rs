@@ -1,0 +1,127 @@
+//! The database handles a lock can be taken through, and the connection a lock lives on.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+/// A database handle pglock can take a lock through: `&PgPool`, `&mut PgConnection`,
+/// `&mut PoolConnection<Postgres>`, `&mut Transaction<'_, Postgres>`, or `&mut` a guard
+/// pglock handed out (to take more locks on the same session).
+///
+/// Through a pool, pglock checks out one connection and keeps it for the guard's whole life,
+/// so the lock and the unlock never travel on two different sessions. What each handle allows
+/// when a future is dropped is in the `# Cancel safety` section of
+/// [`Advisory::acquire`](crate::Advisory::acquire).
+///
+/// This trait is sealed: it is implemented for those handles only.
+pub trait Db<'c>: sealed::IntoHandle<'c> {}
+
+impl<'c, T: sealed::IntoHandle<'c>> Db<'c> for T {}
+
+pub(crate) use sealed::Handle;
+
+mod sealed {
+    use super::*;
+
+    /// A handle, sorted by what pglock may do with its connection.
+    pub enum Handle<'c> {
+        /// pglock checks a connection out of the pool and owns it.
+        Pool(&'c PgPool),
+        /// A connection that may be returned to its pool; pglock can mark it to be closed.
+        PoolConnection(&'c mut PoolConnection<Postgres>),
+        /// Any other borrowed connection.
+        Connection(&'c mut PgConnection),
+    }
+
+    pub trait IntoHandle<'c> {
+        fn into_handle(self) -> Handle<'c>;
+    }
+
+    impl<'c> IntoHandle<'c> for &'c PgPool {
+        fn into_handle(self) -> Handle<'c> {
+            Handle::Pool(self)
+        }
+    }
+
+    impl<'c> IntoHandle<'c> for &'c mut PgConnection {
+        fn into_handle(self) -> Handle<'c> {
+            Handle::Connection(self)
+        }
+    }
+
+    impl<'c> IntoHandle<'c> for &'c mut PoolConnection<Postgres> {
+        fn into_handle(self) -> Handle<'c> {
+            Handle::PoolConnection(self)
+        }
+    }
+
+    impl<'c> IntoHandle<'c> for &'c mut Transaction<'_, Postgres> {
+        fn into_handle(self) -> Handle<'c> {
+            Handle::Connection(self)
+        }
+    }
+
+    impl<'c> IntoHandle<'c> for &'c mut crate::AdvisoryGuard<'_> {
+        fn into_handle(self) -> Handle<'c> {
+            Handle::Connection(self)
+        }
+    }
+}
+
+/// The connection a lock lives on.
+pub(crate) enum Conn<'c> {
+    /// Checked out of a pool by pglock. Dropping it mid-statement closes it, which is what makes
+    /// waits on a pool cancel-safe (see `sql::CLIENT_CHECK_MS`).
+    Owned(PoolConnection<Postgres>),
+    /// Inside a transaction pglock opened on a connection it owns and closes if the future that
+    /// holds it is dropped (the transaction-level scope on a pool).
+    InOwnedTransaction(&'c mut PgConnection),
+    /// The caller's pool connection: pglock can only ask the pool to close it rather than reuse it.
+    PoolConnection(&'c mut PoolConnection<Postgres>),
+    /// The caller's connection: pglock can do nothing to it outside an `async` call.
+    Connection(&'c mut PgConnection),
+}
+
+impl Conn<'_> {
+    /// Whether the connection is closed if the future using it is dropped, so that a wait on it
+    /// can be made to end on the server.
+    pub(crate) fn closes_on_drop(&self) -> bool {
+        matches!(self, Conn::Owned(_) | Conn::InOwnedTransaction(_))
+    }
+
+    /// Make sure the session ends soon, taking whatever it holds or waits for with it.
+    /// Never blocks.
+    pub(crate) fn abandon(self) {
+        match self {
+            // Closing the socket ends the server session: at once when it is idle, within
+            // `CLIENT_CHECK_MS` when it is waiting on a lock.
+            Conn::Owned(conn) => drop(conn.detach()),
+            Conn::PoolConnection(conn) => conn.close_on_drop(),
+            // Closed by its owner (`CloseUnlessKept`), or out of pglock's reach.
+            Conn::InOwnedTransaction(_) | Conn::Connection(_) => {}
+        }
+    }
+}
+
+impl Deref for Conn<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Conn::Owned(conn) => conn,
+            Conn::PoolConnection(conn) => conn,
+            Conn::InOwnedTransaction(conn) | Conn::Connection(conn) => conn,
+        }
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Conn::Owned(conn) => conn,
+            Conn::PoolConnection(conn) => conn,
+            Conn::InOwnedTransaction(conn) | Conn::Connection(conn) => conn,
+        }
+    }
+}
