@@ -26,8 +26,9 @@ mod sealed {
 
     /// A handle, sorted by what pglock may do with its connection.
     pub enum Handle<'c> {
-        /// pglock checks a connection out of the pool and owns it.
-        Pool(&'c PgPool),
+        /// pglock checks a connection out of the pool and owns it. Held by value (a pool is a
+        /// reference-counted handle) so that a pool's guard borrows nothing.
+        Pool(PgPool),
         /// A connection that may be returned to its pool; pglock can mark it to be closed.
         PoolConnection(&'c mut PoolConnection<Postgres>),
         /// Any other borrowed connection.
@@ -38,9 +39,11 @@ mod sealed {
         fn into_handle(self) -> Handle<'c>;
     }
 
-    impl<'c> IntoHandle<'c> for &'c PgPool {
-        fn into_handle(self) -> Handle<'c> {
-            Handle::Pool(self)
+    /// A guard taken through a pool owns its connection, so it is `AdvisoryGuard<'static>`:
+    /// it can outlive the borrow of the pool and move into a spawned task.
+    impl IntoHandle<'static> for &PgPool {
+        fn into_handle(self) -> Handle<'static> {
+            Handle::Pool(self.clone())
         }
     }
 

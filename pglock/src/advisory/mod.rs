@@ -267,7 +267,7 @@ impl Advisory {
                     Err(error) => skip(error, skip_when_not_acquired),
                 };
             }
-            Handle::Pool(pool) => self.acquire(pool).await,
+            Handle::Pool(pool) => self.acquire(&pool).await,
             Handle::PoolConnection(conn) => self.acquire(conn).await,
             Handle::Connection(conn) => self.acquire(conn).await,
         };

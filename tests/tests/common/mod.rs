@@ -1,0 +1,126 @@
+//! What the integration tests observe: rows of `pg_locks` and `pg_stat_activity`, read from a
+//! session of their own.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use pglock::LockId;
+use sqlx::{PgConnection, PgPool};
+
+/// One advisory lock row of `pg_locks`, in the current database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRow {
+    pub pid: i32,
+    pub mode: String,
+    pub granted: bool,
+    pub classid: i64,
+    pub objid: i64,
+    pub objsubid: i16,
+}
+
+impl LockRow {
+    /// Whether this row is for `id`.
+    pub fn is_for(&self, id: &LockId) -> bool {
+        let (classid, objid) = id.key().to_pg_locks_id();
+        self.classid == i64::from(classid)
+            && self.objid == i64::from(objid)
+            && self.objsubid == id.key().pg_locks_objsubid()
+    }
+}
+
+/// Every advisory lock held or awaited in the current database, from a pool's session.
+pub async fn advisory_locks(observer: &PgPool) -> Vec<LockRow> {
+    let rows: Vec<(i32, String, bool, i64, i64, i16)> = sqlx::query_as(
+        "SELECT pid, mode, granted, classid::int8 AS classid, objid::int8 AS objid, objsubid \
+         FROM pg_locks \
+         WHERE locktype = 'advisory' \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         ORDER BY pid, mode",
+    )
+    .fetch_all(observer)
+    .await
+    .expect("reading pg_locks");
+    rows.into_iter()
+        .map(|(pid, mode, granted, classid, objid, objsubid)| LockRow {
+            pid,
+            mode,
+            granted,
+            classid,
+            objid,
+            objsubid,
+        })
+        .collect()
+}
+
+/// The rows of `pg_locks` for one lock id.
+pub async fn locks_on(observer: &PgPool, id: impl Into<LockId>) -> Vec<LockRow> {
+    let id = id.into();
+    advisory_locks(observer)
+        .await
+        .into_iter()
+        .filter(|row| row.is_for(&id))
+        .collect()
+}
+
+/// The backend pid of a connection.
+pub async fn pid(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .expect("reading pg_backend_pid()")
+}
+
+/// `SHOW lock_timeout` on a connection.
+pub async fn lock_timeout(conn: &mut PgConnection) -> String {
+    sqlx::query_scalar("SHOW lock_timeout")
+        .fetch_one(conn)
+        .await
+        .expect("SHOW lock_timeout")
+}
+
+/// Whether a backend exists (in any state) on the server.
+pub async fn backend_exists(observer: &PgPool, pid: i32) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+        .bind(pid)
+        .fetch_one(observer)
+        .await
+        .expect("reading pg_stat_activity")
+}
+
+/// Poll `check` until it returns true, failing the test with `what` after `limit`.
+/// Waiting for the server to reach a state is not a timing assertion: `limit` is generous.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "never happened within {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until some session waits (ungranted) on `id`.
+pub async fn until_someone_waits(observer: &PgPool, id: impl Into<LockId>) {
+    let id = id.into();
+    eventually(
+        Duration::from_secs(10),
+        "a session waits on the lock",
+        || async {
+            locks_on(observer, id.clone())
+                .await
+                .iter()
+                .any(|row| !row.granted)
+        },
+    )
+    .await;
+}
