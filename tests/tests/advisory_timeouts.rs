@@ -297,7 +297,7 @@ async fn timeouts_postgres_cannot_take_are_refused_before_any_sql() {
         advisory("far").timeout(too_long),
         advisory("far").timeout(Duration::MAX),
     ] {
-        let error = lock.acquire(&mut conn).await.unwrap_err();
+        let error = lock.clone().acquire(&mut conn).await.unwrap_err();
         assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
         assert!(
             error.to_string().contains("longer than Postgres accepts"),

@@ -56,6 +56,9 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
 /// * [`try_acquire`](Advisory::try_acquire) returns `None` instead (`Return`);
 /// * [`scope`](Advisory::scope) / [`try_scope`](Advisory::try_scope) run a closure under the lock
 ///   and release it after, however the closure ends.
+///
+/// Each consumes the builder, so the future it returns borrows only the database handle;
+/// clone an `Advisory` to take the same lock again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advisory {
     id: LockId,
@@ -158,17 +161,8 @@ impl Advisory {
     ///   statement, and that connection then holds the lock. A `&mut PoolConnection` is marked to
     ///   be closed rather than returned to its pool, so the lock ends with it. Bound waits on
     ///   borrowed connections with [`timeout`](Advisory::timeout), not by dropping the future.
-    pub async fn acquire<'c>(&self, db: impl Db<'c>) -> Result<AdvisoryGuard<'c>, Error> {
-        let conn = match db.into_handle() {
-            Handle::Pool(_) if self.mode.xact => {
-                return Err(Error::NotInTransaction {
-                    lock: self.id.clone(),
-                });
-            }
-            Handle::Pool(pool) => Conn::Owned(pool.acquire().await?),
-            Handle::PoolConnection(conn) => Conn::PoolConnection(conn),
-            Handle::Connection(conn) => Conn::Connection(conn),
-        };
+    pub async fn acquire<'c>(self, db: impl Db<'c>) -> Result<AdvisoryGuard<'c>, Error> {
+        let conn = self.checkout(db.into_handle()).await?;
         self.take(conn).await
     }
 
@@ -182,7 +176,7 @@ impl Advisory {
     /// # Cancel safety
     /// As [`acquire`](Advisory::acquire).
     pub async fn try_acquire<'c>(
-        &self,
+        self,
         db: impl Db<'c>,
     ) -> Result<Option<AdvisoryGuard<'c>>, Error> {
         not_acquired_is_none(self.acquire(db).await)
@@ -219,7 +213,7 @@ impl Advisory {
     /// (an open transaction rolls back). On borrowed handles the lock cannot be released from a
     /// destructor; see [`acquire`](Advisory::acquire).
     pub async fn scope<'c, T, E>(
-        &self,
+        self,
         db: impl Db<'c>,
         body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
     ) -> Result<T, E>
@@ -240,7 +234,7 @@ impl Advisory {
     /// # Cancel safety
     /// As [`scope`](Advisory::scope).
     pub async fn try_scope<'c, T, E>(
-        &self,
+        self,
         db: impl Db<'c>,
         body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
     ) -> Result<Option<T>, E>
@@ -251,7 +245,7 @@ impl Advisory {
     }
 
     async fn run_scope<'c, T, E>(
-        &self,
+        self,
         db: impl Db<'c>,
         body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
         skip_when_not_acquired: bool,
@@ -267,9 +261,10 @@ impl Advisory {
                     Err(error) => skip(error, skip_when_not_acquired),
                 };
             }
-            Handle::Pool(pool) => self.acquire(&pool).await,
-            Handle::PoolConnection(conn) => self.acquire(conn).await,
-            Handle::Connection(conn) => self.acquire(conn).await,
+            handle => match self.checkout(handle).await {
+                Ok(conn) => self.take(conn).await,
+                Err(error) => Err(error),
+            },
         };
         let Some(mut guard) = acquired
             .map(Some)
@@ -325,6 +320,20 @@ impl Advisory {
         };
         owned.keep();
         Ok(out)
+    }
+
+    /// The connection to lock on: the caller's, or one checked out of the caller's pool.
+    async fn checkout<'c>(&self, handle: Handle<'c>) -> Result<Conn<'c>, Error> {
+        Ok(match handle {
+            Handle::Pool(_) if self.mode.xact => {
+                return Err(Error::NotInTransaction {
+                    lock: self.id.clone(),
+                });
+            }
+            Handle::Pool(pool) => Conn::Owned(pool.acquire().await?),
+            Handle::PoolConnection(conn) => Conn::PoolConnection(conn),
+            Handle::Connection(conn) => Conn::Connection(conn),
+        })
     }
 
     /// Lock on `conn`. The guard exists before the first statement is sent, so that dropping
