@@ -395,9 +395,14 @@ impl Advisory {
                     .execute(&mut **conn)
                     .await;
                 if result.is_err() {
-                    sqlx::raw_sql(AssertSqlSafe(sql::recover_caller_transaction()))
+                    // The wait's error is the one to report. If even the rollback to the
+                    // savepoint fails, the connection is broken and says so on its next use.
+                    let recovered = sqlx::raw_sql(AssertSqlSafe(sql::recover_caller_transaction()))
                         .execute(&mut **conn)
-                        .await?;
+                        .await;
+                    if let Err(error) = recovered {
+                        tracing::warn!(lock = %self.id, %error, "pglock: could not roll back to the savepoint after a failed wait");
+                    }
                 }
                 result
             }
