@@ -1,0 +1,78 @@
+//! Test harness for pglock: a real Postgres server for the whole test run, and a fresh database
+//! per test.
+//!
+//! Advisory locks are scoped to a database, so giving every test its own database (see
+//! [`TestDb`]) keeps tests from seeing each other's locks even though they run in parallel on one
+//! server.
+//!
+//! # Which server
+//!
+//! [`server_url`] decides, once per process:
+//!
+//! - If `DATABASE_URL` is set (and not empty), that server is used. Each [`TestDb`] creates a
+//!   database there and drops it again when the `TestDb` is dropped.
+//! - Otherwise a throwaway cluster is started on first use and shared by every test process of
+//!   the run (`cargo nextest` runs each test in its own process). It is keyed by the test
+//!   runner's pid, lives in `$TMPDIR/pglock-test-<runner pid>/`, and a detached reaper process
+//!   stops it and removes the directory once the runner exits, even if tests panicked.
+//!
+//! The Postgres binaries (`initdb` and `postgres`) are looked up in `PGLOCK_PG_BINDIR` if set,
+//! else on `PATH`, else in Debian's `/usr/lib/postgresql/<version>/bin` (highest version).
+//! When running as root, the cluster runs as the `postgres` user (or `nobody`), because `initdb`
+//! refuses to run as root.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let db = pglock_tests::TestDb::new().await;
+//! let name: String = sqlx::query_scalar("SELECT current_database()::text")
+//!     .fetch_one(db.pool())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(name, db.name());
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod binaries;
+mod cluster;
+mod db;
+mod probe;
+mod user;
+
+use std::sync::OnceLock;
+
+pub use db::TestDb;
+
+/// The environment variable naming an existing server to test against instead of a throwaway
+/// cluster.
+const DATABASE_URL: &str = "DATABASE_URL";
+
+/// The URL of the Postgres server for this whole test run.
+///
+/// This is `DATABASE_URL` if it is set and not empty; otherwise the URL of a throwaway cluster
+/// that is started on first use and shared by every test process of this run (see the crate
+/// docs). The answer is computed once per process.
+///
+/// This blocks (for a few seconds while the cluster starts), so call it from async code through
+/// [`tokio::task::spawn_blocking`], as [`TestDb::new`] does.
+///
+/// # Panics
+///
+/// When no server can be had, with a message that says how to fix it (install Postgres, set
+/// `PGLOCK_PG_BINDIR`, or set `DATABASE_URL`). It never skips.
+pub fn server_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| external_url().unwrap_or_else(cluster::shared_url))
+        .clone()
+}
+
+/// `DATABASE_URL`, if it is set and not empty.
+fn external_url() -> Option<String> {
+    std::env::var(DATABASE_URL)
+        .ok()
+        .filter(|url| !url.is_empty())
+}
