@@ -66,7 +66,11 @@ rm -rf "$dir" "$lock"
 ///
 /// When the cluster cannot be started, with the failing command and the server log's tail.
 pub(crate) fn shared_url() -> String {
-    let runner = std::os::unix::process::parent_id();
+    let runner = match std::os::unix::process::parent_id() {
+        // Orphaned (the runner died, or there is none): a cluster of our own, reaped after us.
+        1 => std::process::id(),
+        parent => parent,
+    };
     let user = run_as();
     let paths = Paths::new(runner, user.as_ref());
 

@@ -16,7 +16,9 @@
 //!   runner's pid and lives in `pglock-test-<runner pid>/` under `$TMPDIR` if that is set, else
 //!   under `/dev/shm` if that is a RAM disk of 2 GiB or more (databases are created an order of
 //!   magnitude faster there), else under `/tmp`. A detached reaper process stops the server and
-//!   removes the directory once the runner exits, even if tests panicked or aborted.
+//!   removes the directory once the runner exits, even if tests panicked or aborted. (Run a test
+//!   binary straight from a shell and the shell is the runner: the cluster stays until the shell
+//!   exits, and later runs from that shell reuse it.)
 //!
 //! The Postgres binaries (`initdb` and `postgres`) are looked up in `PGLOCK_PG_BINDIR` if set,
 //! else on `PATH`, else in Debian's `/usr/lib/postgresql/<version>/bin` (highest version).
