@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    advisory_locks, backend_exists, eventually, lock_timeout, locks_on, pid, until_someone_waits,
+    advisory_locks, backend_exists, bigint_key, eventually, lock_timeout, locks_on, pid,
+    until_someone_waits,
 };
 use pglock::{Advisory, Error, advisory};
 use pglock_tests::TestDb;
@@ -302,10 +303,7 @@ async fn a_dropped_wait_on_a_borrowed_connection_finishes_before_its_next_statem
     // ...the connection's next statement runs once the wait is over, and the session holds the
     // lock, which it can give up by hand.
     let still_held: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-        .bind(match pglock::LockId::from("later").key() {
-            pglock::AdvisoryKey::BigInt(key) => key,
-            _ => unreachable!(),
-        })
+        .bind(bigint_key("later"))
         .fetch_one(&mut conn)
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{advisory_locks, locks_on, pid, until_someone_waits};
+use common::{advisory_locks, free_for, locks_on, pid, until_someone_waits};
 use pglock::{AdvisoryKey, Error, LockId, advisory, advisory_id};
 use pglock_tests::TestDb;
 use sqlx::Connection;
@@ -29,14 +29,7 @@ async fn exclusive_lock_excludes_another_session_and_shows_in_pg_locks() {
     );
     assert_eq!(rows[0].objsubid, 1);
 
-    assert!(
-        advisory("report")
-            .nowait()
-            .try_acquire(&mut other)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut other, "report").await);
     let busy = advisory("report")
         .nowait()
         .acquire(&mut other)
@@ -75,14 +68,7 @@ async fn shared_locks_admit_each_other_and_exclude_exclusive_ones() {
         .acquire(&mut b)
         .await
         .unwrap();
-    assert!(
-        advisory("catalog")
-            .nowait()
-            .try_acquire(&mut c)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut c, "catalog").await);
 
     let rows = locks_on(db.pool(), "catalog").await;
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -92,14 +78,7 @@ async fn shared_locks_admit_each_other_and_exclude_exclusive_ones() {
     );
 
     reader_a.release().await.unwrap();
-    assert!(
-        advisory("catalog")
-            .nowait()
-            .try_acquire(&mut c)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut c, "catalog").await);
     reader_b.release().await.unwrap();
     let writer = advisory("catalog").nowait().acquire(&mut c).await.unwrap();
     assert!(
@@ -140,14 +119,7 @@ async fn integer_and_pair_keys_show_as_postgres_records_them() {
             _ => 1,
         };
         assert_eq!(rows[0].objsubid, expected_subid);
-        assert!(
-            advisory(id.clone())
-                .nowait()
-                .try_acquire(&mut other)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!free_for(&mut other, id.clone()).await);
         guard.release().await.unwrap();
     }
     let (classid, _) = advisory_id("my_lock_id");
@@ -170,14 +142,7 @@ async fn every_handle_type_holds_the_lock_on_its_own_session() {
     let mut guard = advisory("handles").acquire(&pool).await.unwrap();
     let guard_pid = pid(&mut guard).await;
     assert_eq!(locks_on(observer, "handles").await[0].pid, guard_pid);
-    assert!(
-        advisory("handles")
-            .nowait()
-            .try_acquire(&mut other)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut other, "handles").await);
     guard.release().await.unwrap();
     assert!(locks_on(observer, "handles").await.is_empty());
 
@@ -186,41 +151,20 @@ async fn every_handle_type_holds_the_lock_on_its_own_session() {
     let pooled_pid = pid(&mut pooled).await;
     let guard = advisory("handles").acquire(&mut pooled).await.unwrap();
     assert_eq!(locks_on(observer, "handles").await[0].pid, pooled_pid);
-    assert!(
-        advisory("handles")
-            .nowait()
-            .try_acquire(&mut other)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut other, "handles").await);
     guard.release().await.unwrap();
 
     // &mut Transaction<'_, Postgres>: a session lock survives the transaction.
     let mut tx = pooled.begin().await.unwrap();
     let guard = advisory("handles").acquire(&mut tx).await.unwrap();
-    assert!(
-        advisory("handles")
-            .nowait()
-            .try_acquire(&mut other)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut other, "handles").await);
     guard.release().await.unwrap();
     tx.commit().await.unwrap();
 
     // &mut PgConnection
     let mut conn = db.connect().await;
     let guard = advisory("handles").acquire(&mut conn).await.unwrap();
-    assert!(
-        advisory("handles")
-            .nowait()
-            .try_acquire(&mut other)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut other, "handles").await);
     guard.release().await.unwrap();
     assert!(advisory_locks(observer).await.is_empty());
 }
@@ -264,14 +208,7 @@ async fn locks_are_reentrant_and_each_acquisition_needs_its_release() {
         1,
         "still held once"
     );
-    assert!(
-        advisory(11_i64)
-            .nowait()
-            .try_acquire(&mut other)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!free_for(&mut other, 11_i64).await);
     on_guard.release().await.unwrap();
     assert!(locks_on(db.pool(), 11_i64).await.is_empty());
 }
@@ -314,14 +251,7 @@ async fn unusual_ids_lock_by_their_hash() {
         let guard = advisory(name).nowait().acquire(&mut conn).await.unwrap();
         let rows = locks_on(db.pool(), name).await;
         assert_eq!(rows.len(), 1, "lock {name:.20?} shows under its hash");
-        assert!(
-            advisory(name)
-                .nowait()
-                .try_acquire(&mut other)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!free_for(&mut other, name).await);
         guard.release().await.unwrap();
     }
     assert!(advisory_locks(db.pool()).await.is_empty());

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{advisory_locks, lock_timeout, locks_on, pid, until_someone_waits};
+use common::{advisory_locks, bigint_key, lock_timeout, locks_on, pid, until_someone_waits};
 use pglock::{Error, Wait, advisory};
 use pglock_tests::TestDb;
 use sqlx::{Connection, PgConnection};
@@ -15,11 +15,8 @@ const SHORT: Duration = Duration::from_millis(100);
 /// Hold `id` on a session of its own until the returned connection's guard is released.
 async fn hold(db: &TestDb, id: &'static str) -> PgConnection {
     let mut conn = db.connect().await;
-    sqlx::query("SELECT pg_advisory_lock(k) FROM (SELECT $1::bigint AS k) s")
-        .bind(match pglock::LockId::from(id).key() {
-            pglock::AdvisoryKey::BigInt(k) => k,
-            _ => unreachable!(),
-        })
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(bigint_key(id))
         .execute(&mut conn)
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{advisory_locks, locks_on, pid};
+use common::{advisory_locks, free_for, locks_on, pid};
 use pglock::{Error, advisory};
 use pglock_tests::TestDb;
 use sqlx::Connection;
@@ -21,14 +21,7 @@ async fn an_xact_lock_lasts_until_commit_or_rollback() {
         let rows = locks_on(db.pool(), "batch").await;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].mode, "ExclusiveLock");
-        assert!(
-            advisory("batch")
-                .nowait()
-                .try_acquire(&mut other)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!free_for(&mut other, "batch").await);
         if commit {
             tx.commit().await.unwrap();
         } else {

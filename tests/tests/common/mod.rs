@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use pglock::LockId;
+use pglock::{AdvisoryKey, LockId, advisory};
 use sqlx::{PgConnection, PgPool};
 
 /// One advisory lock row of `pg_locks`, in the current database.
@@ -123,4 +123,28 @@ pub async fn until_someone_waits(observer: &PgPool, id: impl Into<LockId>) {
         },
     )
     .await;
+}
+
+/// Whether a session can take `id` right now without waiting. If it can, it gives the lock back.
+pub async fn free_for(conn: &mut PgConnection, id: impl Into<LockId>) -> bool {
+    match advisory(id)
+        .nowait()
+        .try_acquire(conn)
+        .await
+        .expect("trying the lock")
+    {
+        Some(guard) => {
+            guard.release().await.expect("releasing the lock");
+            true
+        }
+        None => false,
+    }
+}
+
+/// The `bigint` key of a string lock id, for statements written by hand.
+pub fn bigint_key(name: &str) -> i64 {
+    match LockId::from(name).key() {
+        AdvisoryKey::BigInt(key) => key,
+        other => unreachable!("string ids hash to bigint keys, not {other:?}"),
+    }
 }
