@@ -53,6 +53,8 @@
 //! connections cannot be closed or sent a statement from a destructor through sqlx's API; what
 //! that means for each handle is spelled out on [`Advisory::acquire`].
 
+#![warn(missing_docs)]
+
 mod advisory;
 mod error;
 mod handle;
