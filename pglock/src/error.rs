@@ -1,5 +1,7 @@
 //! pglock's one error type.
 
+use std::fmt;
+
 use crate::LockId;
 
 /// Everything that can go wrong taking, holding or releasing a lock.
@@ -12,32 +14,37 @@ use crate::LockId;
 pub enum Error {
     /// The lock is held by another session, and the acquisition was told not to wait
     /// (a timeout of zero).
-    #[error("could not acquire lock \"{lock}\": another session holds it")]
+    #[error("could not acquire {target}: another session holds it")]
     Busy {
-        /// The lock that was asked for.
-        lock: LockId,
+        /// What was to be locked.
+        target: LockTarget,
     },
 
-    /// The lock was still held elsewhere when the lock timeout ran out
-    /// (Postgres' `lock_timeout`, SQLSTATE 55P03).
-    #[error("could not acquire lock \"{lock}\": lock timeout")]
+    /// A lock was still held elsewhere when the lock timeout ran out
+    /// (Postgres' `lock_timeout`, SQLSTATE 55P03). A statement of yours that times out inside a
+    /// [`timeout`](crate::timeout) scope converts to this too, with [`LockTarget::Statement`].
+    #[error("could not acquire {target}: lock timeout")]
     LockTimeout {
-        /// The lock that was asked for.
-        lock: LockId,
+        /// What was to be locked.
+        target: LockTarget,
         /// The server's error.
         #[source]
         source: sqlx::Error,
     },
 
-    /// A transaction-level lock was asked for on a connection that is not inside a transaction
-    /// begun through sqlx. Postgres would release such a lock as soon as the statement ended.
+    /// A lock that only lives inside a transaction was asked for on a connection that is not
+    /// inside a transaction begun through sqlx (Postgres would release it, or refuse it, at once).
     #[error(
-        "transaction-level lock \"{lock}\" needs a transaction: pass a sqlx Transaction, \
-         or use `scope` on a pool, which opens and ends one"
+        "{target} needs a transaction: pass a sqlx Transaction{}",
+        if matches!(target, LockTarget::Advisory(_)) {
+            ", or use `scope` on a pool, which opens and ends one"
+        } else {
+            ""
+        }
     )]
     NotInTransaction {
-        /// The lock that was asked for.
-        lock: LockId,
+        /// What was to be locked.
+        target: LockTarget,
     },
 
     /// A session-level lock was no longer held when it was released: the session lost it
@@ -60,9 +67,48 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// The background task of a [`prioritize`](crate::prioritize) scope failed; the scope's own
+    /// result was replaced by this, so that the failure does not go unnoticed.
+    #[error("prioritize could not act on the sessions blocking it: {source}")]
+    Prioritize {
+        /// What the background task ran into.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// Any other error from the database or the connection to it.
     #[error(transparent)]
     Database(sqlx::Error),
+}
+
+/// What a lock was to be taken on, for error messages and matching.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockTarget {
+    /// An advisory lock.
+    Advisory(LockId),
+    /// Tables locked with `LOCK TABLE`, as they were named.
+    Tables(Vec<String>),
+    /// A lock one of your statements waited for (a statement that timed out in a
+    /// [`timeout`](crate::timeout) scope, for example).
+    Statement,
+}
+
+impl fmt::Display for LockTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockTarget::Advisory(lock) => write!(f, "lock \"{lock}\""),
+            LockTarget::Tables(tables) if tables.len() == 1 => write!(f, "table {}", tables[0]),
+            LockTarget::Tables(tables) => write!(f, "tables {}", tables.join(", ")),
+            LockTarget::Statement => f.write_str("a lock"),
+        }
+    }
+}
+
+impl From<LockId> for LockTarget {
+    fn from(lock: LockId) -> Self {
+        LockTarget::Advisory(lock)
+    }
 }
 
 impl Error {
@@ -72,11 +118,11 @@ impl Error {
         matches!(self, Error::Busy { .. } | Error::LockTimeout { .. })
     }
 
-    /// Sort a database error raised while acquiring `lock` into the variant a caller matches on.
-    pub(crate) fn acquiring(lock: &LockId, source: sqlx::Error) -> Self {
+    /// Sort a database error raised while locking `target` into the variant a caller matches on.
+    pub(crate) fn acquiring(target: impl Into<LockTarget>, source: sqlx::Error) -> Self {
         match sqlstate(&source).as_deref() {
             Some(LOCK_NOT_AVAILABLE) => Error::LockTimeout {
-                lock: lock.clone(),
+                target: target.into(),
                 source,
             },
             _ => Error::from(source),
@@ -87,6 +133,10 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(source: sqlx::Error) -> Self {
         match sqlstate(&source).as_deref() {
+            Some(LOCK_NOT_AVAILABLE) => Error::LockTimeout {
+                target: LockTarget::Statement,
+                source,
+            },
             Some(INSUFFICIENT_PRIVILEGE) => Error::PermissionDenied { source },
             _ => Error::Database(source),
         }
@@ -94,11 +144,12 @@ impl From<sqlx::Error> for Error {
 }
 
 /// `lock_not_available`: a `lock_timeout` expired, or a `NOWAIT` lock was held.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
+pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// `insufficient_privilege`.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
-fn sqlstate(error: &sqlx::Error) -> Option<String> {
+/// The SQLSTATE of a database error, if it is one.
+pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
     match error {
         sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
         _ => None,

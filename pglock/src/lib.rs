@@ -59,10 +59,12 @@ mod advisory;
 mod error;
 mod handle;
 mod key;
+mod mode;
 mod wait;
 
 pub use advisory::{Advisory, AdvisoryGuard, advisory};
-pub use error::Error;
+pub use error::{Error, LockTarget};
 pub use handle::Db;
 pub use key::{AdvisoryKey, LockId, advisory_id};
+pub use mode::{LockMode, ParseLockModeError};
 pub use wait::Wait;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{advisory_locks, free_for, locks_on, pid, until_someone_waits};
-use pglock::{AdvisoryKey, Error, LockId, advisory, advisory_id};
+use pglock::{AdvisoryKey, Error, LockId, LockTarget, advisory, advisory_id};
 use pglock_tests::TestDb;
 use sqlx::Connection;
 
@@ -36,7 +36,7 @@ async fn exclusive_lock_excludes_another_session_and_shows_in_pg_locks() {
         .await
         .unwrap_err();
     assert!(
-        matches!(busy, Error::Busy { ref lock } if lock.name() == "report"),
+        matches!(busy, Error::Busy { target: LockTarget::Advisory(ref lock) } if lock.name() == "report"),
         "{busy:?}"
     );
     assert!(busy.is_not_acquired());

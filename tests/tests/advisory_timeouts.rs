@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{advisory_locks, bigint_key, lock_timeout, locks_on, pid, until_someone_waits};
-use pglock::{Error, Wait, advisory};
+use pglock::{Error, LockTarget, Wait, advisory};
 use pglock_tests::TestDb;
 use sqlx::{Connection, PgConnection};
 
@@ -35,8 +35,8 @@ async fn a_limit_times_out_with_the_lock_timeout_error() {
         .await
         .unwrap_err();
     match &error {
-        Error::LockTimeout { lock, source } => {
-            assert_eq!(lock.name(), "slow");
+        Error::LockTimeout { target, source } => {
+            assert_eq!(target, &LockTarget::Advisory("slow".into()));
             let db_error = source.as_database_error().expect("a server error");
             assert_eq!(db_error.code().as_deref(), Some("55P03"));
         }

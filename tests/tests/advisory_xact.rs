@@ -3,7 +3,7 @@
 mod common;
 
 use common::{advisory_locks, free_for, locks_on, pid};
-use pglock::{Error, advisory};
+use pglock::{Error, LockTarget, advisory};
 use pglock_tests::TestDb;
 use sqlx::Connection;
 
@@ -68,7 +68,9 @@ async fn an_xact_lock_outside_a_transaction_is_refused() {
         .acquire(&mut conn)
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::NotInTransaction { ref lock } if lock.name() == "loose"));
+    assert!(
+        matches!(error, Error::NotInTransaction { target: LockTarget::Advisory(ref lock) } if lock.name() == "loose")
+    );
     // On a pool, acquire has no transaction to put it in: the message points at scope.
     let error = advisory("loose")
         .xact()

@@ -327,7 +327,7 @@ impl Advisory {
         Ok(match handle {
             Handle::Pool(_) if self.mode.xact => {
                 return Err(Error::NotInTransaction {
-                    lock: self.id.clone(),
+                    target: self.id.clone().into(),
                 });
             }
             Handle::Pool(pool) => Conn::Owned(pool.acquire().await?),
@@ -342,7 +342,7 @@ impl Advisory {
         let timeout_ms = self.wait.lock_timeout_ms()?;
         if self.mode.xact && !conn.is_in_transaction() {
             return Err(Error::NotInTransaction {
-                lock: self.id.clone(),
+                target: self.id.clone().into(),
             });
         }
         let mut guard = AdvisoryGuard::waiting(conn, self.id.clone(), self.mode);
@@ -375,7 +375,7 @@ impl Advisory {
                     Ok(())
                 } else {
                     Err(Error::Busy {
-                        lock: self.id.clone(),
+                        target: self.id.clone().into(),
                     })
                 };
             }
@@ -421,7 +421,9 @@ impl Advisory {
                 .await
             }
         };
-        result.map(drop).map_err(|e| Error::acquiring(&self.id, e))
+        result
+            .map(drop)
+            .map_err(|e| Error::acquiring(self.id.clone(), e))
     }
 }
 
