@@ -19,6 +19,24 @@ pub trait Db<'c>: sealed::IntoHandle<'c> {}
 
 impl<'c, T: sealed::IntoHandle<'c>> Db<'c> for T {}
 
+/// A handle on exactly one database session: what [`Db`] accepts, except a pool.
+///
+/// Lock timeouts and [`prioritize`](crate::prioritize) act on one backend, so they take one of
+/// these: `&mut PgConnection`, `&mut PoolConnection<Postgres>`, `&mut Transaction<'_, Postgres>`,
+/// or `&mut` a guard pglock handed out. A pool is rejected at compile time: which of its
+/// connections would the setting apply to?
+///
+/// ```compile_fail
+/// # async fn f(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+/// pglock::timeout(std::time::Duration::from_secs(1))
+///     .scope(pool, async |_| Ok::<_, pglock::Error>(()))
+///     .await
+/// # }
+/// ```
+pub trait Session<'c>: Db<'c> + sealed::OneSession {}
+
+impl<'c, T: Db<'c> + sealed::OneSession> Session<'c> for T {}
+
 pub(crate) use sealed::Handle;
 
 mod sealed {
@@ -38,6 +56,14 @@ mod sealed {
     pub trait IntoHandle<'c> {
         fn into_handle(self) -> Handle<'c>;
     }
+
+    /// Marks the handles that are one session (every handle but a pool).
+    pub trait OneSession {}
+
+    impl OneSession for &mut PgConnection {}
+    impl OneSession for &mut PoolConnection<Postgres> {}
+    impl OneSession for &mut Transaction<'_, Postgres> {}
+    impl OneSession for &mut crate::AdvisoryGuard<'_> {}
 
     /// A guard taken through a pool owns its connection, so it is `AdvisoryGuard<'static>`:
     /// it can outlive the borrow of the pool and move into a spawned task.
@@ -86,7 +112,16 @@ pub(crate) enum Conn<'c> {
     Connection(&'c mut PgConnection),
 }
 
-impl Conn<'_> {
+impl<'c> Conn<'c> {
+    /// The connection behind a one-session handle.
+    pub(crate) fn of_session(session: impl Session<'c>) -> Self {
+        match session.into_handle() {
+            Handle::PoolConnection(conn) => Conn::PoolConnection(conn),
+            Handle::Connection(conn) => Conn::Connection(conn),
+            Handle::Pool(_) => unreachable!("`Session` is not implemented for pools"),
+        }
+    }
+
     /// Whether the connection is closed if the future using it is dropped, so that a wait on it
     /// can be made to end on the server.
     pub(crate) fn closes_on_drop(&self) -> bool {

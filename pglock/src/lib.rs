@@ -60,11 +60,14 @@ mod error;
 mod handle;
 mod key;
 mod mode;
+mod timeout;
+mod unwind;
 mod wait;
 
 pub use advisory::{Advisory, AdvisoryGuard, advisory};
 pub use error::{Error, LockTarget};
-pub use handle::Db;
+pub use handle::{Db, Session};
 pub use key::{AdvisoryKey, LockId, advisory_id};
 pub use mode::{LockMode, ParseLockModeError};
+pub use timeout::{LockTimeout, timeout};
 pub use wait::Wait;

@@ -3,9 +3,7 @@
 mod guard;
 mod sql;
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::pin::pin;
-use std::task::Poll;
+use std::panic::resume_unwind;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -16,6 +14,7 @@ use guard::State;
 use sql::{Mode, WaitOn};
 
 use crate::handle::{Conn, Handle};
+use crate::unwind::catch_panic;
 use crate::{AdvisoryKey, Db, Error, LockId, Wait};
 
 /// Start building an advisory lock on `id`: a string (hashed as django-pglock hashes it),
@@ -462,19 +461,6 @@ fn warn_unreleased(lock: &LockId, released: Result<(), Error>) {
     if let Err(error) = released {
         tracing::warn!(lock = %lock, %error, "pglock: releasing the lock after a failed scope failed too");
     }
-}
-
-/// Run a future to completion, catching a panic from any of its polls.
-async fn catch_panic<F: Future>(future: F) -> std::thread::Result<F::Output> {
-    let mut future = pin!(future);
-    std::future::poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        },
-    )
-    .await
 }
 
 /// A connection pglock owns that is closed when dropped, unless [`keep`](Self::keep) returns it
