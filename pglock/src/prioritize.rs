@@ -1,0 +1,275 @@
+//! Prioritizing a session by ending whatever blocks it (django-pglock's `pglock.prioritize`).
+
+use std::time::Duration;
+
+use sqlx::{ConnectOptions, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+
+use crate::handle::Conn;
+use crate::{Error, LockTimeout, Session};
+
+/// How [`prioritize`] ends a blocking session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// End the blocking backend's session (`pg_terminate_backend`): its locks go at once, its
+    /// transaction rolls back, and its client sees SQLSTATE 57P01. The default.
+    #[default]
+    Terminate,
+    /// Cancel the blocking backend's current statement (`pg_cancel_backend`, SQLSTATE 57014 for
+    /// its client). Frees the lock only if that statement's transaction ends with it (an
+    /// implicit one, or a client that rolls back): a session idle in a transaction is not freed.
+    Cancel,
+}
+
+/// Start building a prioritize scope: run some code, and end the sessions that block it.
+///
+/// While the scope runs, a background task on a second connection looks up the backends
+/// blocking the protected session (`pg_blocking_pids`) every interval and terminates (or
+/// cancels) them. Use it for code that must not queue behind others, such as a migration that
+/// needs an `ACCESS EXCLUSIVE` lock on a busy table.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// # async fn migrate(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+/// let mut conn = pool.acquire().await?;
+/// pglock::prioritize()
+///     .interval(Duration::from_millis(100))
+///     .older_than(Duration::from_secs(5)) // leave blockers younger than 5 s alone
+///     .timeout(Duration::from_secs(10))   // and never wait more than 10 s for one lock
+///     .watcher(pool)
+///     .scope(&mut conn, async |conn| {
+///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+///         Ok::<_, pglock::Error>(())
+///     })
+///     .await
+/// # }
+/// ```
+pub fn prioritize() -> Prioritize {
+    Prioritize {
+        interval: Duration::from_secs(1),
+        periodic: true,
+        signal: Signal::Terminate,
+        older_than: None,
+        timeout: None,
+        watcher: None,
+    }
+}
+
+/// A prioritize scope to run. Built by [`prioritize`].
+#[derive(Clone, Debug)]
+pub struct Prioritize {
+    interval: Duration,
+    periodic: bool,
+    signal: Signal,
+    older_than: Option<Duration>,
+    timeout: Option<LockTimeout>,
+    watcher: Option<PgPool>,
+}
+
+impl Prioritize {
+    /// The shortest interval accepted: shorter ones would mostly load the lock manager
+    /// (`pg_blocking_pids` takes it exclusively for a moment).
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+    /// How often to look for blockers, the first time one interval after the scope starts.
+    /// Default 1 s, at least [`Prioritize::MIN_INTERVAL`].
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Whether to keep looking every interval (the default) or only once, one interval in.
+    pub fn periodic(mut self, periodic: bool) -> Self {
+        self.periodic = periodic;
+        self
+    }
+
+    /// How to end a blocker: [`Signal::Terminate`] (the default) or [`Signal::Cancel`].
+    pub fn signal(mut self, signal: Signal) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// Cancel blockers' statements instead of terminating their sessions.
+    pub fn cancel(self) -> Self {
+        self.signal(Signal::Cancel)
+    }
+
+    /// Only end blockers whose transaction (or, outside one, current statement) started at least
+    /// `age` ago; younger ones are left alone.
+    pub fn older_than(mut self, age: Duration) -> Self {
+        self.older_than = Some(age);
+        self
+    }
+
+    /// Also run the scope under a lock timeout (see [`timeout`](crate::timeout)): the protected
+    /// code never waits longer than this for any one lock. Make it longer than the interval, or
+    /// the code gives up before the blockers are ended.
+    pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.timeout = Some(crate::timeout(limit));
+        self
+    }
+
+    /// The pool whose connection settings the background task connects with. It opens one
+    /// connection of its own for the scope's duration (named `pglock prioritize` in
+    /// `pg_stat_activity`), outside the pool's count, so a full pool cannot starve it, and
+    /// closes it when the scope ends.
+    pub fn watcher(mut self, pool: &PgPool) -> Self {
+        self.watcher = Some(pool.clone());
+        self
+    }
+
+    /// Run `body` on `db`'s session while ending the sessions that block it.
+    ///
+    /// The background task stops when the scope ends, however it ends: `body` returning,
+    /// panicking, or this future being dropped. Its connection closes with it.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`] before anything runs: no [`watcher`](Prioritize::watcher)
+    ///   pool, an interval under [`Prioritize::MIN_INTERVAL`], or a bad lock timeout;
+    /// * [`Error::Prioritize`] when the background task failed (it could not connect, or was not
+    ///   allowed to signal a blocker: that needs the blocker's role, `pg_signal_backend`, or a
+    ///   superuser) and `body` succeeded; when `body` failed too, its error is returned and the
+    ///   task's is logged;
+    /// * `body`'s error, or a database error reading the session's backend pid.
+    ///
+    /// # Cancel safety
+    /// Dropping this future stops the background task (it is aborted) and closes its connection.
+    /// What it leaves on `db`'s session is what `body` (and, with [`timeout`](Prioritize::timeout),
+    /// a lock timeout scope) leaves: see [`LockTimeout::scope`].
+    pub async fn scope<'c, T, E>(
+        self,
+        db: impl Session<'c>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let Some(pool) = self.watcher.clone() else {
+            return Err(Error::InvalidArgument(
+                "prioritize needs a pool for its background connection: call .watcher(&pool)"
+                    .into(),
+            )
+            .into());
+        };
+        if self.interval < Self::MIN_INTERVAL {
+            return Err(Error::InvalidArgument(format!(
+                "a prioritize interval of {:?} is under the minimum of {:?}",
+                self.interval,
+                Self::MIN_INTERVAL
+            ))
+            .into());
+        }
+        let mut conn = Conn::of_session(db);
+        let protected: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Error::from)?;
+        let watcher = Watcher::start(self.clone(), pool, protected);
+
+        let outcome = match self.timeout {
+            Some(timeout) => timeout.scope(&mut *conn, body).await,
+            None => body(&mut conn).await,
+        };
+        match (outcome, watcher.stop().await) {
+            (Ok(out), Ok(())) => Ok(out),
+            (Ok(_), Err(source)) => Err(Error::Prioritize {
+                source: Box::new(source),
+            }
+            .into()),
+            (Err(error), stopped) => {
+                if let Err(source) = stopped {
+                    tracing::error!(error = %source, "pglock: prioritize's background task failed");
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// The background task; aborted if dropped before [`Watcher::stop`].
+struct Watcher(Option<JoinHandle<Result<(), Error>>>);
+
+impl Watcher {
+    fn start(settings: Prioritize, pool: PgPool, protected: i32) -> Self {
+        Watcher(Some(tokio::spawn(watch(settings, pool, protected))))
+    }
+
+    /// Stop the task and wait until it is gone (with its connection), returning its error if it
+    /// failed.
+    async fn stop(mut self) -> Result<(), Error> {
+        let task = self.0.take().expect("stopped once");
+        task.abort();
+        match task.await {
+            Ok(result) => result,
+            Err(join) if join.is_cancelled() => Ok(()),
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// End blockers of `$1` that pass the filters, and return those actually signalled.
+/// The candidates are materialized first, so no signal is sent before every filter applied.
+fn signal_sql(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Terminate => {
+            "WITH blockers AS MATERIALIZED (
+                SELECT DISTINCT b.pid
+                FROM unnest(pg_blocking_pids($1)) AS b(pid)
+                JOIN pg_stat_activity a ON a.pid = b.pid
+                WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
+                  AND ($2::float8 IS NULL
+                       OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
+            SELECT pid FROM blockers WHERE pg_terminate_backend(pid) ORDER BY pid"
+        }
+        Signal::Cancel => {
+            "WITH blockers AS MATERIALIZED (
+                SELECT DISTINCT b.pid
+                FROM unnest(pg_blocking_pids($1)) AS b(pid)
+                JOIN pg_stat_activity a ON a.pid = b.pid
+                WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
+                  AND ($2::float8 IS NULL
+                       OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
+            SELECT pid FROM blockers WHERE pg_cancel_backend(pid) ORDER BY pid"
+        }
+    }
+}
+
+async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(), Error> {
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name("pglock prioritize");
+    let mut conn = options.connect().await?;
+    let older_than = settings.older_than.map(|age| age.as_secs_f64());
+    loop {
+        tokio::time::sleep(settings.interval).await;
+        let signalled: Vec<i32> = sqlx::query_scalar(signal_sql(settings.signal))
+            .bind(protected)
+            .bind(older_than)
+            .fetch_all(&mut conn)
+            .await?;
+        if !signalled.is_empty() {
+            tracing::info!(
+                protected,
+                ?signalled,
+                signal = ?settings.signal,
+                "pglock: prioritize ended the sessions blocking its scope"
+            );
+        }
+        if !settings.periodic {
+            return Ok(());
+        }
+    }
+}
