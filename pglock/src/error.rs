@@ -55,6 +55,15 @@ pub enum Error {
         lock: LockId,
     },
 
+    /// No database handle to take a lock through: the function has no pool or connection
+    /// argument, [`set_default_pool`](crate::set_default_pool) was not called, and
+    /// `DATABASE_URL` is not set.
+    #[error(
+        "no database to lock in: pass a pool or connection argument (or name one with \
+         `db = ...`), call pglock::set_default_pool, or set DATABASE_URL"
+    )]
+    NoDatabase,
+
     /// An argument is out of the range Postgres accepts; the message says which and why.
     #[error("{0}")]
     InvalidArgument(String),

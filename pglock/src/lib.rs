@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 mod advisory;
+mod default_pool;
 mod error;
 mod handle;
 mod key;
@@ -67,6 +68,7 @@ mod unwind;
 mod wait;
 
 pub use advisory::{Advisory, AdvisoryGuard, advisory};
+pub use default_pool::{default_pool, set_default_pool};
 pub use error::{Error, LockTarget};
 pub use handle::{Db, Session};
 pub use key::{AdvisoryKey, LockId, advisory_id};

@@ -219,9 +219,11 @@ impl Advisory {
     where
         E: From<Error>,
     {
-        self.run_scope(db, body, false)
-            .await
-            .map(|out| out.expect("scope only returns None for try_scope"))
+        match self.scope_core(db, body, Result::is_err, false).await {
+            Ok(Some(out)) => out,
+            Ok(None) => unreachable!("scope_core only skips when asked to"),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Like [`scope`](Advisory::scope), but return `Ok(None)` without running `body` when the
@@ -240,24 +242,34 @@ impl Advisory {
     where
         E: From<Error>,
     {
-        self.run_scope(db, body, true).await
+        match self.scope_core(db, body, Result::is_err, true).await {
+            Ok(Some(out)) => out.map(Some),
+            Ok(None) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
-    async fn run_scope<'c, T, E>(
+    /// Every scoped form comes down to this: lock, run `body`, release. `failed` says whether
+    /// `body`'s output is a failure (a transaction-level scope on a pool then rolls back).
+    ///
+    /// Returns `Ok(None)` when the lock is not acquired and `skip` is set, `body`'s output as is
+    /// otherwise, and pglock's own errors as `Err`: not acquiring the lock, and failing to
+    /// release it (or commit) after `body` succeeded. A release that fails after `body` failed
+    /// is logged, and `body`'s output returned. A panic in `body` is resumed after releasing.
+    pub(crate) async fn scope_core<'c, T>(
         self,
         db: impl Db<'c>,
-        body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
-        skip_when_not_acquired: bool,
-    ) -> Result<Option<T>, E>
-    where
-        E: From<Error>,
-    {
+        body: impl AsyncFnOnce(&mut PgConnection) -> T,
+        failed: impl Fn(&T) -> bool,
+        skip: bool,
+    ) -> Result<Option<T>, Error> {
         let acquired = match db.into_handle() {
             Handle::Pool(pool) if self.mode.xact => {
-                let conn = pool.acquire().await.map_err(Error::from)?;
-                return match self.xact_scope_on_pool(conn, body).await {
-                    Ok(out) => out.map(Some),
-                    Err(error) => skip(error, skip_when_not_acquired),
+                let conn = pool.acquire().await?;
+                return match self.xact_scope_on_pool(conn, body, failed).await {
+                    Ok(out) => Ok(Some(out)),
+                    Err(error) if skip && error.is_not_acquired() => Ok(None),
+                    Err(error) => Err(error),
                 };
             }
             handle => match self.checkout(handle).await {
@@ -265,35 +277,24 @@ impl Advisory {
                 Err(error) => Err(error),
             },
         };
-        let Some(mut guard) = acquired
-            .map(Some)
-            .or_else(|e| skip(e, skip_when_not_acquired))?
-        else {
-            return Ok(None);
+        let mut guard = match acquired {
+            Ok(guard) => guard,
+            Err(error) if skip && error.is_not_acquired() => return Ok(None),
+            Err(error) => return Err(error),
         };
         let outcome = catch_panic(body(&mut guard)).await;
         let released = guard.release().await;
-        match (outcome, released) {
-            (Ok(Ok(out)), Ok(())) => Ok(Some(out)),
-            (Ok(Ok(_)), Err(release)) => Err(release.into()),
-            (Ok(Err(body)), released) => {
-                warn_unreleased(&self.id, released);
-                Err(body)
-            }
-            (Err(panic), released) => {
-                warn_unreleased(&self.id, released);
-                resume_unwind(panic)
-            }
-        }
+        finish(&self.id, outcome, released, failed)
     }
 
     /// A transaction-level lock on a pool: open a transaction on a connection pglock owns, lock,
-    /// run `body`, and commit or roll back. The outer `Result` is pglock's, the inner one `body`'s.
-    async fn xact_scope_on_pool<T, E>(
+    /// run `body`, and commit (or roll back, when `failed` says so).
+    async fn xact_scope_on_pool<T>(
         &self,
         conn: PoolConnection<Postgres>,
-        body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
-    ) -> Result<Result<T, E>, Error> {
+        body: impl AsyncFnOnce(&mut PgConnection) -> T,
+        failed: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
         // Dropped with this future, it closes the connection rather than returning it with a
         // statement in flight: the wait ends and the transaction rolls back on the server.
         let mut owned = CloseUnlessKept(Some(conn));
@@ -305,20 +306,19 @@ impl Advisory {
             owned.keep();
             return Err(error);
         }
+        // Unwinding from a panic drops `tx` and `owned`: the connection closes and the server
+        // rolls back.
         let out = match catch_panic(body(&mut tx)).await {
-            Ok(Ok(out)) => {
-                tx.commit().await?;
-                Ok(out)
-            }
-            Ok(Err(body)) => {
-                warn_unreleased(&self.id, tx.rollback().await.map_err(Error::from));
-                Err(body)
-            }
-            // Unwinding drops `tx` and `owned`: the connection closes and the server rolls back.
+            Ok(out) => out,
             Err(panic) => resume_unwind(panic),
         };
+        let ended = if failed(&out) {
+            tx.rollback().await
+        } else {
+            tx.commit().await
+        };
         owned.keep();
-        Ok(out)
+        finish(&self.id, Ok(out), ended.map_err(Error::from), failed).map(|out| out.expect("ran"))
     }
 
     /// The connection to lock on: the caller's, or one checked out of the caller's pool.
@@ -446,20 +446,27 @@ fn not_acquired_is_none<T>(result: Result<T, Error>) -> Result<Option<T>, Error>
     }
 }
 
-/// For `try_scope`, a lock that is not acquired is `Ok(None)`; for `scope`, an error.
-fn skip<T, E: From<Error>>(error: Error, skip_when_not_acquired: bool) -> Result<Option<T>, E> {
-    if skip_when_not_acquired && error.is_not_acquired() {
-        Ok(None)
-    } else {
-        Err(error.into())
-    }
-}
-
-/// Log a release that failed after the scope's body already failed: the body's error (or panic)
-/// is the one the caller sees.
-fn warn_unreleased(lock: &LockId, released: Result<(), Error>) {
-    if let Err(error) = released {
-        tracing::warn!(lock = %lock, %error, "pglock: releasing the lock after a failed scope failed too");
+/// Combine a scope body's outcome with the outcome of releasing its lock: pglock's error wins
+/// only over a successful body; a panic is resumed once the lock is released.
+fn finish<T>(
+    lock: &LockId,
+    outcome: std::thread::Result<T>,
+    released: Result<(), Error>,
+    failed: impl Fn(&T) -> bool,
+) -> Result<Option<T>, Error> {
+    match (outcome, released) {
+        (Ok(out), Ok(())) => Ok(Some(out)),
+        (Ok(out), Err(release)) if !failed(&out) => Err(release),
+        (Ok(out), Err(release)) => {
+            tracing::warn!(lock = %lock, error = %release, "pglock: releasing the lock after a failed scope failed too");
+            Ok(Some(out))
+        }
+        (Err(panic), released) => {
+            if let Err(release) = released {
+                tracing::warn!(lock = %lock, error = %release, "pglock: releasing the lock after a panic failed too");
+            }
+            resume_unwind(panic)
+        }
     }
 }
 
