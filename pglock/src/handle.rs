@@ -113,15 +113,6 @@ pub(crate) enum Conn<'c> {
 }
 
 impl<'c> Conn<'c> {
-    /// The connection behind a one-session handle.
-    pub(crate) fn of_session(session: impl Session<'c>) -> Self {
-        match session.into_handle() {
-            Handle::PoolConnection(conn) => Conn::PoolConnection(conn),
-            Handle::Connection(conn) => Conn::Connection(conn),
-            Handle::Pool(_) => unreachable!("`Session` is not implemented for pools"),
-        }
-    }
-
     /// Whether the connection is closed if the future using it is dropped, so that a wait on it
     /// can be made to end on the server.
     pub(crate) fn closes_on_drop(&self) -> bool {

@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 mod advisory;
+mod attr;
 mod default_pool;
 mod error;
 mod handle;
@@ -77,3 +78,9 @@ pub use prioritize::{Prioritize, Signal, prioritize};
 pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_table};
 pub use timeout::{LockTimeout, timeout};
 pub use wait::Wait;
+
+/// The runtime half of the attributes: not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::attr::*;
+}

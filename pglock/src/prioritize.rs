@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
-use sqlx::{ConnectOptions, PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres};
 use tokio::task::JoinHandle;
 
-use crate::handle::Conn;
+use crate::attr::Lend;
+use crate::handle::Handle;
 use crate::{Error, LockTimeout, Session};
 
 /// How [`prioritize`] ends a blocking session.
@@ -147,44 +149,64 @@ impl Prioritize {
     where
         E: From<Error>,
     {
+        // Lend each kind of handle as itself: a pool connection can then be kept from going back
+        // to its pool, and no closure has a lifetime in its argument type (which would make the
+        // future fail `Send` checks in spawned tasks).
+        let scoped = match db.into_handle() {
+            Handle::PoolConnection(conn) => {
+                let body = async |conn: &mut PoolConnection<Postgres>| body(conn).await;
+                self.scope_on(conn, body, Result::is_err).await
+            }
+            Handle::Connection(conn) => self.scope_on(conn, body, Result::is_err).await,
+            Handle::Pool(_) => unreachable!("`Session` is not implemented for pools"),
+        };
+        match scoped {
+            Ok(out) => out,
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The scope on any lendable handle, with `body` getting the handle back under its own type.
+    /// `failed` says whether `body`'s output is a failure, whose error then beats the task's.
+    pub(crate) async fn scope_on<H: Lend + ?Sized, T>(
+        self,
+        handle: &mut H,
+        body: impl AsyncFnOnce(&mut H) -> T,
+        failed: fn(&T) -> bool,
+    ) -> Result<T, Error> {
         let Some(pool) = self.watcher.clone() else {
             return Err(Error::InvalidArgument(
                 "prioritize needs a pool for its background connection: call .watcher(&pool)"
                     .into(),
-            )
-            .into());
+            ));
         };
         if self.interval < Self::MIN_INTERVAL {
             return Err(Error::InvalidArgument(format!(
                 "a prioritize interval of {:?} is under the minimum of {:?}",
                 self.interval,
                 Self::MIN_INTERVAL
-            ))
-            .into());
+            )));
         }
-        let mut conn = Conn::of_session(db);
         let protected: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(Error::from)?;
+            .fetch_one(handle.as_pg_connection())
+            .await?;
         let watcher = Watcher::start(self.clone(), pool, protected);
 
         let outcome = match self.timeout {
-            Some(timeout) => timeout.scope(&mut *conn, body).await,
-            None => body(&mut conn).await,
+            Some(timeout) => timeout.scope_on(handle, body, failed).await,
+            // A panic unwinds through `watcher`, whose drop aborts the task.
+            None => Ok(body(handle).await),
         };
         match (outcome, watcher.stop().await) {
             (Ok(out), Ok(())) => Ok(out),
-            (Ok(_), Err(source)) => Err(Error::Prioritize {
+            (Ok(out), Err(source)) if !failed(&out) => Err(Error::Prioritize {
                 source: Box::new(source),
+            }),
+            (outcome, Err(source)) => {
+                tracing::error!(error = %source, "pglock: prioritize's background task failed");
+                outcome
             }
-            .into()),
-            (Err(error), stopped) => {
-                if let Err(source) = stopped {
-                    tracing::error!(error = %source, "pglock: prioritize's background task failed");
-                }
-                Err(error)
-            }
+            (Err(error), Ok(())) => Err(error),
         }
     }
 }

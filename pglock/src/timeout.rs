@@ -3,10 +3,12 @@
 use std::panic::resume_unwind;
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, Postgres};
 
 use crate::error::sqlstate;
-use crate::handle::Conn;
+use crate::attr::{Lend, lent};
+use crate::handle::Handle;
 use crate::unwind::catch_panic;
 use crate::wait::MAX_LOCK_TIMEOUT_MS;
 use crate::{Error, Session};
@@ -98,32 +100,55 @@ impl LockTimeout {
     where
         E: From<Error>,
     {
-        let setting = self.setting()?;
-        let mut session = Restore {
-            conn: Conn::of_session(db),
-            previous: String::new(),
-            pending: false,
-            local: false,
+        // Lend each kind of handle as itself: a pool connection can then be kept from going back
+        // to its pool, and no closure has a lifetime in its argument type (which would make the
+        // future fail `Send` checks in spawned tasks).
+        let scoped = match db.into_handle() {
+            Handle::PoolConnection(conn) => {
+                let body = async |conn: &mut PoolConnection<Postgres>| body(conn).await;
+                self.scope_on(conn, body, Result::is_err).await
+            }
+            Handle::Connection(conn) => self.scope_on(conn, body, Result::is_err).await,
+            Handle::Pool(_) => unreachable!("`Session` is not implemented for pools"),
         };
-        session.local = session.conn.is_in_transaction();
-        // From here until restored, dropping this future leaves a changed value behind.
-        session.pending = true;
+        match scoped {
+            Ok(out) => out,
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The scope on any lendable handle, with `body` getting the handle back under its own type.
+    /// `failed` says whether `body`'s output is a failure, whose error then beats pglock's.
+    pub(crate) async fn scope_on<H: Lend + ?Sized, T>(
+        self,
+        handle: &mut H,
+        body: impl AsyncFnOnce(&mut H) -> T,
+        failed: fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let setting = self.setting()?;
+        let local = lent(handle).is_in_transaction();
+        let mut session = Restore {
+            handle,
+            previous: String::new(),
+            // From here until restored, dropping this future leaves a changed value behind.
+            pending: true,
+            local,
+        };
         let (previous, _): (String, String) = sqlx::query_as(SET)
             .bind(&setting)
-            .bind(session.local)
-            .fetch_one(&mut *session.conn)
-            .await
-            .map_err(Error::from)?;
+            .bind(local)
+            .fetch_one(session.handle.as_pg_connection())
+            .await?;
         session.previous = previous;
 
-        let outcome = catch_panic(body(&mut session.conn)).await;
+        let outcome = catch_panic(body(&mut *session.handle)).await;
         let restored = session.restore().await;
         match (outcome, restored) {
-            (Ok(Ok(out)), Ok(())) => Ok(out),
-            (Ok(Ok(_)), Err(error)) => Err(error.into()),
-            (Ok(Err(error)), restored) => {
+            (Ok(out), Ok(())) => Ok(out),
+            (Ok(out), Err(error)) if !failed(&out) => Err(error),
+            (Ok(out), restored) => {
                 warn_unrestored(restored);
-                Err(error)
+                Ok(out)
             }
             (Err(panic), restored) => {
                 warn_unrestored(restored);
@@ -146,8 +171,8 @@ const IN_FAILED_TRANSACTION: &str = "25P02";
 
 /// Sets `lock_timeout` back when the scope ends; if it cannot (the scope's future was dropped),
 /// makes sure the changed value does not reach another user of the connection.
-struct Restore<'c> {
-    conn: Conn<'c>,
+struct Restore<'a, H: Lend + ?Sized> {
+    handle: &'a mut H,
     /// The value to restore.
     previous: String,
     /// Whether the value may have been changed and not yet restored.
@@ -156,12 +181,12 @@ struct Restore<'c> {
     local: bool,
 }
 
-impl Restore<'_> {
+impl<H: Lend + ?Sized> Restore<'_, H> {
     async fn restore(&mut self) -> Result<(), Error> {
         let restored = sqlx::query(RESTORE)
             .bind(&self.previous)
             .bind(self.local)
-            .execute(&mut *self.conn)
+            .execute(self.handle.as_pg_connection())
             .await;
         match restored {
             Ok(_) => {}
@@ -175,15 +200,15 @@ impl Restore<'_> {
     }
 }
 
-impl Drop for Restore<'_> {
+impl<H: Lend + ?Sized> Drop for Restore<'_, H> {
     fn drop(&mut self) {
         if !self.pending || self.local {
             return;
         }
-        match &mut self.conn {
+        match self.handle.as_pool_connection() {
             // The pool closes it rather than lending the changed value to its next user.
-            Conn::PoolConnection(conn) => conn.close_on_drop(),
-            _ => tracing::warn!(
+            Some(conn) => conn.close_on_drop(),
+            None => tracing::warn!(
                 "pglock: a lock timeout scope on a borrowed connection ended without restoring \
                  lock_timeout (its future was dropped, or restoring failed); the session keeps \
                  the changed value"

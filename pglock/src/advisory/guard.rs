@@ -50,6 +50,23 @@ impl<'c> AdvisoryGuard<'c> {
         }
     }
 
+    /// A guard for a lock that is already held on `conn`; see [`forget`](Self::forget).
+    pub(crate) fn held(conn: Conn<'c>, id: LockId, mode: Mode) -> Self {
+        AdvisoryGuard {
+            conn: Some(conn),
+            id,
+            mode,
+            state: State::Held,
+        }
+    }
+
+    /// Let go of the connection while the lock stays held, so that the connection can be lent
+    /// elsewhere; [`held`](Self::held) makes a guard again to release it.
+    pub(crate) fn forget(mut self) -> (LockId, Mode) {
+        self.state = State::Done;
+        (self.id.clone(), self.mode)
+    }
+
     pub(super) fn set_state(&mut self, state: State) {
         self.state = state;
     }

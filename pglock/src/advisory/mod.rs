@@ -11,7 +11,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres};
 
 pub use guard::AdvisoryGuard;
 use guard::State;
-use sql::{Mode, WaitOn};
+pub(crate) use sql::Mode;
+use sql::WaitOn;
 
 use crate::handle::{Conn, Handle};
 use crate::unwind::catch_panic;
@@ -337,7 +338,7 @@ impl Advisory {
 
     /// Lock on `conn`. The guard exists before the first statement is sent, so that dropping
     /// this future mid-wait runs the guard's teardown.
-    async fn take<'c>(&self, conn: Conn<'c>) -> Result<AdvisoryGuard<'c>, Error> {
+    pub(crate) async fn take<'c>(&self, conn: Conn<'c>) -> Result<AdvisoryGuard<'c>, Error> {
         let timeout_ms = self.wait.lock_timeout_ms()?;
         if self.mode.xact && !conn.is_in_transaction() {
             return Err(Error::NotInTransaction {
@@ -448,7 +449,7 @@ fn not_acquired_is_none<T>(result: Result<T, Error>) -> Result<Option<T>, Error>
 
 /// Combine a scope body's outcome with the outcome of releasing its lock: pglock's error wins
 /// only over a successful body; a panic is resumed once the lock is released.
-fn finish<T>(
+pub(crate) fn finish<T>(
     lock: &LockId,
     outcome: std::thread::Result<T>,
     released: Result<(), Error>,
