@@ -8,9 +8,11 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::advisory::{AdvisoryGuard, Mode};
 use crate::handle::Conn;
-use crate::unwind::catch_panic;
+use crate::prioritize::PrioritizeScope;
+use crate::timeout::TimeoutScope;
 use crate::{Advisory, Error, LockId, LockTimeout, Prioritize};
 
+pub use crate::unwind::catch_panic;
 pub use crate::{Signal, Wait, advisory, default_pool, prioritize, timeout};
 
 /// A connection an attribute can take a lock on and then lend back to the function body, under
@@ -239,101 +241,154 @@ async fn on_pool<R>(
         .await
 }
 
-/// `#[pglock::advisory]` (side_effect = Raise) on a connection argument, lent back to the body.
-pub async fn advisory_on_raise<H: Lend + ?Sized, R: RaiseReturn>(
-    lock: Advisory,
-    handle: &mut H,
-    body: impl AsyncFnOnce(&mut H) -> R,
-) -> R {
-    match on_handle(lock, handle, body, R::is_failure, false).await {
-        Ok(Some(out)) => out,
-        Ok(None) => unreachable!("only skip scopes skip"),
-        Err(error) => R::from_error(error),
-    }
-}
-
-/// `#[pglock::advisory(side_effect = Skip)]` on a connection argument, lent back to the body.
-pub async fn advisory_on_skip<H: Lend + ?Sized, R: SkipReturn>(
-    lock: Advisory,
-    handle: &mut H,
-    body: impl AsyncFnOnce(&mut H) -> R,
-) -> R {
-    match on_handle(lock, handle, body, R::is_failure, true).await {
-        Ok(Some(out)) => out,
-        Ok(None) => R::skipped(),
-        Err(error) => R::from_error(error),
-    }
-}
-
-async fn on_handle<H: Lend + ?Sized, R>(
-    lock: Advisory,
-    handle: &mut H,
-    body: impl AsyncFnOnce(&mut H) -> R,
+/// A scope an attribute entered on a connection argument: a lock held, a lock timeout set, or
+/// the session protected by prioritize. The generated code lends the connection to the body
+/// (under the argument's own name and type) with [`lend`](On::lend), runs the body, and hands
+/// its outcome to [`exit`](On::exit). If the function's future is dropped in between, dropping
+/// this does what the runtime API does when its future is dropped.
+pub struct On<'a, H: Lend + ?Sized, R> {
+    scope: Scope<'a, H>,
     failed: fn(&R) -> bool,
-    skip: bool,
-) -> Result<Option<R>, Error> {
-    let (id, mode) = match lock.take(lent(handle)).await {
-        Ok(guard) => guard.forget(),
-        Err(error) if skip && error.is_not_acquired() => return Ok(None),
-        Err(error) => return Err(error),
-    };
-    let mut held = HeldOn {
-        handle,
-        lock: Some((id, mode)),
-    };
-    let outcome = catch_panic(body(&mut *held.handle)).await;
-    let released = held.release().await;
-    crate::advisory::finish(lock.id(), outcome, released, failed)
+    from_error: fn(Error) -> R,
 }
 
-/// A lock held on a lent handle. Dropped before it is released (the function's future was
-/// dropped mid-body), it does what a dropped guard does on that kind of connection.
-struct HeldOn<'a, H: Lend + ?Sized> {
+enum Scope<'a, H: Lend + ?Sized> {
+    Advisory(AdvisoryScope<'a, H>),
+    Timeout(TimeoutScope<'a, H>),
+    Prioritize(PrioritizeScope<'a, H>),
+}
+
+impl<'a, H: Lend + ?Sized, R> On<'a, H, R> {
+    fn new(scope: Scope<'a, H>, failed: fn(&R) -> bool, from_error: fn(Error) -> R) -> Self {
+        On {
+            scope,
+            failed,
+            from_error,
+        }
+    }
+
+    /// The connection, for the body.
+    pub fn lend(&mut self) -> &mut H {
+        match &mut self.scope {
+            Scope::Advisory(scope) => scope.handle,
+            Scope::Timeout(scope) => scope.lend(),
+            Scope::Prioritize(scope) => scope.lend(),
+        }
+    }
+
+    /// End the scope (release, restore, stop) and return the body's result, or pglock's error
+    /// when the body succeeded but ending the scope failed. A panic from the body is resumed.
+    pub async fn exit(self, outcome: std::thread::Result<R>) -> R {
+        let ended = match self.scope {
+            Scope::Advisory(scope) => scope.exit(outcome, self.failed).await,
+            Scope::Timeout(scope) => scope.exit(outcome, self.failed).await,
+            Scope::Prioritize(scope) => scope.exit(outcome, self.failed).await,
+        };
+        ended.unwrap_or_else(self.from_error)
+    }
+}
+
+/// `#[pglock::advisory]` (side_effect = Raise) on a connection argument: the scope, or the
+/// function's return value when the lock is not taken.
+pub async fn advisory_on_raise<'a, H: Lend + ?Sized, R: RaiseReturn>(
+    lock: Advisory,
     handle: &'a mut H,
+) -> Result<On<'a, H, R>, R> {
+    match AdvisoryScope::enter(lock, handle).await {
+        Ok(scope) => Ok(On::new(
+            Scope::Advisory(scope),
+            R::is_failure,
+            R::from_error,
+        )),
+        Err(error) => Err(R::from_error(error)),
+    }
+}
+
+/// `#[pglock::advisory(side_effect = Skip)]` on a connection argument: the scope, or the
+/// function's return value ("skipped", or the error) when the lock is not taken.
+pub async fn advisory_on_skip<'a, H: Lend + ?Sized, R: SkipReturn>(
+    lock: Advisory,
+    handle: &'a mut H,
+) -> Result<On<'a, H, R>, R> {
+    match AdvisoryScope::enter(lock, handle).await {
+        Ok(scope) => Ok(On::new(
+            Scope::Advisory(scope),
+            R::is_failure,
+            R::from_error,
+        )),
+        Err(error) if error.is_not_acquired() => Err(R::skipped()),
+        Err(error) => Err(R::from_error(error)),
+    }
+}
+
+/// `#[pglock::timeout]`: the scope, or the function's return value when the limit cannot be set.
+pub async fn timeout_on<'a, H: Lend + ?Sized, R: RaiseReturn>(
+    limit: LockTimeout,
+    handle: &'a mut H,
+) -> Result<On<'a, H, R>, R> {
+    match TimeoutScope::enter(limit, handle).await {
+        Ok(scope) => Ok(On::new(Scope::Timeout(scope), R::is_failure, R::from_error)),
+        Err(error) => Err(R::from_error(error)),
+    }
+}
+
+/// `#[pglock::prioritize]`: the scope, or the function's return value when it cannot start. The
+/// background task connects with `watcher`'s settings.
+pub async fn prioritize_on<'a, H: Lend + ?Sized, R: RaiseReturn>(
+    settings: Prioritize,
+    handle: &'a mut H,
+    watcher: impl PoolArg,
+) -> Result<On<'a, H, R>, R> {
+    let settings = match watcher.into_pool() {
+        Ok(pool) => settings.watcher(&pool),
+        Err(error) => return Err(R::from_error(error)),
+    };
+    match PrioritizeScope::enter(settings, handle).await {
+        Ok(scope) => Ok(On::new(
+            Scope::Prioritize(scope),
+            R::is_failure,
+            R::from_error,
+        )),
+        Err(error) => Err(R::from_error(error)),
+    }
+}
+
+/// An advisory lock held on a lent connection. Dropped before [`exit`](Self::exit) (the
+/// function's future was dropped mid-body), it does what a dropped guard does on that kind of
+/// connection.
+struct AdvisoryScope<'a, H: Lend + ?Sized> {
+    handle: &'a mut H,
+    /// The lock, until released.
     lock: Option<(LockId, Mode)>,
 }
 
-impl<H: Lend + ?Sized> HeldOn<'_, H> {
-    async fn release(&mut self) -> Result<(), Error> {
-        let (id, mode) = self.lock.take().expect("released once");
-        AdvisoryGuard::held(lent(self.handle), id, mode).release().await
+impl<'a, H: Lend + ?Sized> AdvisoryScope<'a, H> {
+    async fn enter(lock: Advisory, handle: &'a mut H) -> Result<Self, Error> {
+        let held = lock.take(lent(handle)).await?.forget();
+        Ok(AdvisoryScope {
+            handle,
+            lock: Some(held),
+        })
+    }
+
+    async fn exit<T>(
+        mut self,
+        outcome: std::thread::Result<T>,
+        failed: fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let (id, mode) = self.lock.take().expect("exited once");
+        let released = AdvisoryGuard::held(lent(self.handle), id.clone(), mode)
+            .release()
+            .await;
+        crate::advisory::finish(&id, outcome, released, failed)
+            .map(|out| out.expect("the body ran"))
     }
 }
 
-impl<H: Lend + ?Sized> Drop for HeldOn<'_, H> {
+impl<H: Lend + ?Sized> Drop for AdvisoryScope<'_, H> {
     fn drop(&mut self) {
         if let Some((id, mode)) = self.lock.take() {
             drop(AdvisoryGuard::held(lent(self.handle), id, mode));
         }
-    }
-}
-
-/// `#[pglock::timeout]` on a connection argument, lent back to the body.
-pub async fn timeout_on<H: Lend + ?Sized, R: RaiseReturn>(
-    limit: LockTimeout,
-    handle: &mut H,
-    body: impl AsyncFnOnce(&mut H) -> R,
-) -> R {
-    match limit.scope_on(handle, body, R::is_failure).await {
-        Ok(out) => out,
-        Err(error) => R::from_error(error),
-    }
-}
-
-/// `#[pglock::prioritize]` on a connection argument, lent back to the body; the background task
-/// connects with `watcher`'s settings.
-pub async fn prioritize_on<H: Lend + ?Sized, R: RaiseReturn>(
-    settings: Prioritize,
-    handle: &mut H,
-    watcher: impl PoolArg,
-    body: impl AsyncFnOnce(&mut H) -> R,
-) -> R {
-    let settings = match watcher.into_pool() {
-        Ok(pool) => settings.watcher(&pool),
-        Err(error) => return R::from_error(error),
-    };
-    match settings.scope_on(handle, body, R::is_failure).await {
-        Ok(out) => out,
-        Err(error) => R::from_error(error),
     }
 }

@@ -79,6 +79,9 @@ pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_tabl
 pub use timeout::{LockTimeout, timeout};
 pub use wait::Wait;
 
+#[doc(inline)]
+pub use pglock_macros::{advisory, prioritize, timeout};
+
 /// The runtime half of the attributes: not public API.
 #[doc(hidden)]
 pub mod __private {

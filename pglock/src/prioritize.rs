@@ -8,6 +8,8 @@ use tokio::task::JoinHandle;
 
 use crate::attr::Lend;
 use crate::handle::Handle;
+use crate::timeout::TimeoutScope;
+use crate::unwind::catch_panic;
 use crate::{Error, LockTimeout, Session};
 
 /// How [`prioritize`] ends a blocking session.
@@ -174,28 +176,76 @@ impl Prioritize {
         body: impl AsyncFnOnce(&mut H) -> T,
         failed: fn(&T) -> bool,
     ) -> Result<T, Error> {
-        let Some(pool) = self.watcher.clone() else {
+        let mut scope = PrioritizeScope::enter(self, handle).await?;
+        let outcome = catch_panic(body(scope.lend())).await;
+        scope.exit(outcome, failed).await
+    }
+}
+
+/// A protected session, from [`enter`](Self::enter) (the background task starts) to
+/// [`exit`](Self::exit) (it stops), with the session lent out in between. Dropped before `exit`,
+/// the task is aborted.
+pub(crate) struct PrioritizeScope<'a, H: Lend + ?Sized> {
+    session: Protected<'a, H>,
+    watcher: Watcher,
+}
+
+/// The protected session, under a lock timeout or not.
+enum Protected<'a, H: Lend + ?Sized> {
+    Plain(&'a mut H),
+    Timed(TimeoutScope<'a, H>),
+}
+
+impl<'a, H: Lend + ?Sized> PrioritizeScope<'a, H> {
+    /// Check the settings, start the background task, and set the lock timeout if there is one.
+    pub(crate) async fn enter(settings: Prioritize, handle: &'a mut H) -> Result<Self, Error> {
+        let Some(pool) = settings.watcher.clone() else {
             return Err(Error::InvalidArgument(
                 "prioritize needs a pool for its background connection: call .watcher(&pool)"
                     .into(),
             ));
         };
-        if self.interval < Self::MIN_INTERVAL {
+        if settings.interval < Prioritize::MIN_INTERVAL {
             return Err(Error::InvalidArgument(format!(
                 "a prioritize interval of {:?} is under the minimum of {:?}",
-                self.interval,
-                Self::MIN_INTERVAL
+                settings.interval,
+                Prioritize::MIN_INTERVAL
             )));
         }
         let protected: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(handle.as_pg_connection())
             .await?;
-        let watcher = Watcher::start(self.clone(), pool, protected);
+        let timeout = settings.timeout;
+        let watcher = Watcher::start(settings, pool, protected);
+        let session = match timeout {
+            // Should this fail, `watcher` is dropped, which aborts the task.
+            Some(timeout) => Protected::Timed(TimeoutScope::enter(timeout, handle).await?),
+            None => Protected::Plain(handle),
+        };
+        Ok(PrioritizeScope { session, watcher })
+    }
 
-        let outcome = match self.timeout {
-            Some(timeout) => timeout.scope_on(handle, body, failed).await,
-            // A panic unwinds through `watcher`, whose drop aborts the task.
-            None => Ok(body(handle).await),
+    /// The protected session, for the scope's body.
+    pub(crate) fn lend(&mut self) -> &mut H {
+        match &mut self.session {
+            Protected::Plain(handle) => handle,
+            Protected::Timed(scope) => scope.lend(),
+        }
+    }
+
+    /// Stop the background task and combine its outcome with the body's: the task's error is the
+    /// result only when the body succeeded (`failed` says whether it did); a panic is resumed.
+    pub(crate) async fn exit<T>(
+        self,
+        outcome: std::thread::Result<T>,
+        failed: fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let PrioritizeScope { session, watcher } = self;
+        let outcome = match (session, outcome) {
+            (Protected::Timed(scope), outcome) => scope.exit(outcome, failed).await,
+            (Protected::Plain(_), Ok(out)) => Ok(out),
+            // Unwinding drops `watcher`, which aborts the task.
+            (Protected::Plain(_), Err(panic)) => std::panic::resume_unwind(panic),
         };
         match (outcome, watcher.stop().await) {
             (Ok(out), Ok(())) => Ok(out),

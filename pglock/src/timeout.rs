@@ -6,8 +6,8 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, Postgres};
 
-use crate::error::sqlstate;
 use crate::attr::{Lend, lent};
+use crate::error::sqlstate;
 use crate::handle::Handle;
 use crate::unwind::catch_panic;
 use crate::wait::MAX_LOCK_TIMEOUT_MS;
@@ -125,9 +125,31 @@ impl LockTimeout {
         body: impl AsyncFnOnce(&mut H) -> T,
         failed: fn(&T) -> bool,
     ) -> Result<T, Error> {
-        let setting = self.setting()?;
+        let mut scope = TimeoutScope::enter(self, handle).await?;
+        let outcome = catch_panic(body(scope.lend())).await;
+        scope.exit(outcome, failed).await
+    }
+}
+
+/// A lock timeout set on a session, from [`enter`](Self::enter) to [`exit`](Self::exit), with
+/// the session lent out in between. Dropped before `exit` (its future was dropped), it makes sure
+/// the changed value does not reach another user of the connection.
+pub(crate) struct TimeoutScope<'a, H: Lend + ?Sized> {
+    handle: &'a mut H,
+    /// The value to restore.
+    previous: String,
+    /// Whether the value may have been changed and not yet restored.
+    pending: bool,
+    /// Whether the value was set transaction-locally.
+    local: bool,
+}
+
+impl<'a, H: Lend + ?Sized> TimeoutScope<'a, H> {
+    /// Set the limit on `handle`'s session, remembering the value it replaces.
+    pub(crate) async fn enter(limit: LockTimeout, handle: &'a mut H) -> Result<Self, Error> {
+        let setting = limit.setting()?;
         let local = lent(handle).is_in_transaction();
-        let mut session = Restore {
+        let mut scope = TimeoutScope {
             handle,
             previous: String::new(),
             // From here until restored, dropping this future leaves a changed value behind.
@@ -137,12 +159,25 @@ impl LockTimeout {
         let (previous, _): (String, String) = sqlx::query_as(SET)
             .bind(&setting)
             .bind(local)
-            .fetch_one(session.handle.as_pg_connection())
+            .fetch_one(scope.handle.as_pg_connection())
             .await?;
-        session.previous = previous;
+        scope.previous = previous;
+        Ok(scope)
+    }
 
-        let outcome = catch_panic(body(&mut *session.handle)).await;
-        let restored = session.restore().await;
+    /// The session, for the scope's body.
+    pub(crate) fn lend(&mut self) -> &mut H {
+        self.handle
+    }
+
+    /// Restore the value, and combine the body's outcome with that: a failed restore is the
+    /// result only when the body succeeded (`failed` says whether it did); a panic is resumed.
+    pub(crate) async fn exit<T>(
+        mut self,
+        outcome: std::thread::Result<T>,
+        failed: fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let restored = self.restore().await;
         match (outcome, restored) {
             (Ok(out), Ok(())) => Ok(out),
             (Ok(out), Err(error)) if !failed(&out) => Err(error),
@@ -156,32 +191,7 @@ impl LockTimeout {
             }
         }
     }
-}
 
-/// Read the current value and set the new one, in one round trip. The CTE is materialized before
-/// the outer projection runs, so the value read is the one from before the change.
-const SET: &str = "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS previous) \
-                   SELECT s.previous, set_config('lock_timeout', $1, $2) FROM s";
-
-/// Set the value back.
-const RESTORE: &str = "SELECT set_config('lock_timeout', $1, $2)";
-
-/// `in_failed_sql_transaction`: the transaction has failed and runs nothing until rolled back.
-const IN_FAILED_TRANSACTION: &str = "25P02";
-
-/// Sets `lock_timeout` back when the scope ends; if it cannot (the scope's future was dropped),
-/// makes sure the changed value does not reach another user of the connection.
-struct Restore<'a, H: Lend + ?Sized> {
-    handle: &'a mut H,
-    /// The value to restore.
-    previous: String,
-    /// Whether the value may have been changed and not yet restored.
-    pending: bool,
-    /// Whether the value was set transaction-locally.
-    local: bool,
-}
-
-impl<H: Lend + ?Sized> Restore<'_, H> {
     async fn restore(&mut self) -> Result<(), Error> {
         let restored = sqlx::query(RESTORE)
             .bind(&self.previous)
@@ -200,7 +210,7 @@ impl<H: Lend + ?Sized> Restore<'_, H> {
     }
 }
 
-impl<H: Lend + ?Sized> Drop for Restore<'_, H> {
+impl<H: Lend + ?Sized> Drop for TimeoutScope<'_, H> {
     fn drop(&mut self) {
         if !self.pending || self.local {
             return;
@@ -224,3 +234,14 @@ fn warn_unrestored(restored: Result<(), Error>) {
         tracing::warn!(%error, "pglock: restoring lock_timeout after a failed scope failed too");
     }
 }
+
+/// Read the current value and set the new one, in one round trip. The CTE is materialized before
+/// the outer projection runs, so the value read is the one from before the change.
+const SET: &str = "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS previous) \
+                   SELECT s.previous, set_config('lock_timeout', $1, $2) FROM s";
+
+/// Set the value back.
+const RESTORE: &str = "SELECT set_config('lock_timeout', $1, $2)";
+
+/// `in_failed_sql_transaction`: the transaction has failed and runs nothing until rolled back.
+const IN_FAILED_TRANSACTION: &str = "25P02";

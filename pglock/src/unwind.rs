@@ -6,7 +6,7 @@ use std::task::Poll;
 
 /// Run a future to completion, catching a panic from any of its polls. The caller cleans up and
 /// then resumes the panic with `std::panic::resume_unwind`, so nothing is swallowed.
-pub(crate) async fn catch_panic<F: Future>(future: F) -> std::thread::Result<F::Output> {
+pub async fn catch_panic<F: Future>(future: F) -> std::thread::Result<F::Output> {
     let mut future = pin!(future);
     std::future::poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {

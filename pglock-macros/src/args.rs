@@ -1,0 +1,412 @@
+//! The arguments of each attribute: parsed, checked, and turned into one struct per attribute.
+//! Every problem found is reported, each spanned at the tokens at fault.
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, ExprPath, Ident, Lit, Token};
+
+use crate::duration::{self, Dur};
+
+/// The largest `lock_timeout` Postgres accepts, in milliseconds.
+const MAX_LOCK_TIMEOUT_MS: u128 = i32::MAX as u128;
+
+/// One argument as written: `key = value`, or a bare expression (a lock id, a limit, a flag).
+enum Arg {
+    KeyValue { key: Ident, value: Expr },
+    Bare(Expr),
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
+            let key = input.parse()?;
+            input.parse::<Token![=]>()?;
+            Ok(Arg::KeyValue {
+                key,
+                value: input.parse()?,
+            })
+        } else {
+            input.parse().map(Arg::Bare)
+        }
+    }
+}
+
+fn parse_args(tokens: TokenStream) -> syn::Result<Vec<Arg>> {
+    Punctuated::<Arg, Token![,]>::parse_terminated
+        .parse2(tokens)
+        .map(|args| args.into_iter().collect())
+}
+
+/// Collects errors so that all of them are reported at once.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(errors) => errors.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn finish<T>(self, value: T) -> syn::Result<T> {
+        match self.0 {
+            Some(error) => Err(error),
+            None => Ok(value),
+        }
+    }
+}
+
+/// A setting that may be given once.
+struct Once<T> {
+    value: Option<T>,
+}
+
+impl<T> Once<T> {
+    fn new() -> Self {
+        Once { value: None }
+    }
+
+    fn set(&mut self, key: &Ident, value: syn::Result<T>, errors: &mut Errors) {
+        if self.value.is_some() {
+            errors.push(syn::Error::new_spanned(
+                key,
+                format!("duplicate `{key}` argument"),
+            ));
+            return;
+        }
+        match value {
+            Ok(value) => self.value = Some(value),
+            Err(error) => errors.push(error),
+        }
+    }
+}
+
+/// The bare identifier an expression is, if it is one (`shared`, `None`, `conn`).
+fn bare_ident(expr: &Expr) -> Option<&Ident> {
+    match expr {
+        Expr::Path(ExprPath {
+            qself: None, path, ..
+        }) => path.get_ident(),
+        _ => None,
+    }
+}
+
+fn unknown(what: &dyn quote::ToTokens, name: &str, attr: &str, keys: &[&str]) -> syn::Error {
+    syn::Error::new_spanned(
+        what,
+        format!(
+            "unknown argument `{name}` for #[pglock::{attr}]; expected one of: {}",
+            keys.join(", ")
+        ),
+    )
+}
+
+/// The name of an argument, for `db = conn`.
+fn argument_name(value: &Expr) -> syn::Result<Ident> {
+    bare_ident(value).cloned().ok_or_else(|| {
+        syn::Error::new_spanned(
+            value,
+            "expected the name of one of the function's arguments",
+        )
+    })
+}
+
+/// `true` or `false`; a bare flag means `true`.
+fn boolean(value: &Expr) -> syn::Result<bool> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        _ => Err(syn::Error::new_spanned(value, "expected `true` or `false`")),
+    }
+}
+
+/// The last segment of a path, for values like `Skip` or `pglock::Skip`.
+fn variant(value: &Expr) -> Option<(String, Span)> {
+    match value {
+        Expr::Path(ExprPath { path, .. }) => path
+            .segments
+            .last()
+            .map(|segment| (segment.ident.to_string(), segment.ident.span())),
+        _ => None,
+    }
+}
+
+/// A lock timeout as written: a duration, or `None` for no limit.
+#[derive(Clone, Copy, Debug)]
+pub enum Limit {
+    NoLimit,
+    At(Dur),
+}
+
+fn limit(value: &Expr) -> syn::Result<Limit> {
+    if bare_ident(value).is_some_and(|ident| ident == "None") {
+        return Ok(Limit::NoLimit);
+    }
+    let dur = duration::parse(value)?;
+    if dur.as_millis() > MAX_LOCK_TIMEOUT_MS {
+        return Err(syn::Error::new_spanned(
+            value,
+            "longer than Postgres' lock_timeout accepts (2147483647 ms, about 24.8 days); \
+             use None for no limit",
+        ));
+    }
+    Ok(Limit::At(dur))
+}
+
+/// A limit for `lock_timeout` itself, which has no "don't wait" value: at least 1 ms.
+fn session_limit(value: &Expr) -> syn::Result<Limit> {
+    let parsed = limit(value)?;
+    if let Limit::At(dur) = parsed {
+        if dur.as_millis() == 0 {
+            return Err(syn::Error::new_spanned(
+                value,
+                "a lock timeout must be at least 1 ms (or None for no limit)",
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+/// `side_effect` of `#[pglock::advisory]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideEffect {
+    Raise,
+    Skip,
+}
+
+fn advisory_side_effect(value: &Expr) -> syn::Result<SideEffect> {
+    match variant(value) {
+        Some((name, _)) if name == "Raise" => Ok(SideEffect::Raise),
+        Some((name, _)) if name == "Skip" => Ok(SideEffect::Skip),
+        Some((name, span)) if name == "Return" => Err(syn::Error::new(
+            span,
+            "side_effect = Return is not available on an attribute: the function would run \
+             without the lock and nothing would tell it. Take the lock inside the function \
+             instead: `pglock::advisory(id).try_acquire(db)` (or `.try_scope(db, body)`) \
+             returns None when another session holds it",
+        )),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "expected `Raise` (the default: return an error when the lock is held elsewhere) \
+             or `Skip` (return without running the function)",
+        )),
+    }
+}
+
+/// The arguments of `#[pglock::advisory]`.
+pub struct AdvisoryArgs {
+    /// The lock id expression; `None` for the default (module path and function name).
+    pub id: Option<Expr>,
+    pub timeout: Option<Limit>,
+    pub side_effect: SideEffect,
+    pub shared: bool,
+    pub xact: bool,
+    pub db: Option<Ident>,
+}
+
+const ADVISORY_KEYS: &[&str] = &["id", "timeout", "side_effect", "shared", "xact", "db"];
+
+impl AdvisoryArgs {
+    pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
+        let mut errors = Errors::default();
+        let (mut id, mut timeout, mut side_effect) = (Once::new(), Once::new(), Once::new());
+        let (mut shared, mut xact, mut db) = (Once::new(), Once::new(), Once::new());
+        for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
+            match arg {
+                Arg::KeyValue { key, value } => match key.to_string().as_str() {
+                    "id" => id.set(&key, Ok(value), &mut errors),
+                    "timeout" => timeout.set(&key, limit(&value), &mut errors),
+                    "side_effect" => {
+                        side_effect.set(&key, advisory_side_effect(&value), &mut errors)
+                    }
+                    "shared" => shared.set(&key, boolean(&value), &mut errors),
+                    "xact" => xact.set(&key, boolean(&value), &mut errors),
+                    "db" => db.set(&key, argument_name(&value), &mut errors),
+                    name => errors.push(unknown(&key, name, "advisory", ADVISORY_KEYS)),
+                },
+                Arg::Bare(expr) => match bare_ident(&expr).map(Ident::to_string).as_deref() {
+                    Some("shared") => {
+                        let key = bare_ident(&expr).expect("matched").clone();
+                        shared.set(&key, Ok(true), &mut errors);
+                    }
+                    Some("xact") => {
+                        let key = bare_ident(&expr).expect("matched").clone();
+                        xact.set(&key, Ok(true), &mut errors);
+                    }
+                    _ if position == 0 => {
+                        id.set(&Ident::new("id", Span::call_site()), Ok(expr), &mut errors)
+                    }
+                    Some(name) => errors.push(unknown(&expr, name, "advisory", ADVISORY_KEYS)),
+                    None => errors.push(syn::Error::new_spanned(
+                        &expr,
+                        "the lock id must be the first argument (or write it as `id = ...`)",
+                    )),
+                },
+            }
+        }
+        errors.finish(AdvisoryArgs {
+            id: id.value,
+            timeout: timeout.value,
+            side_effect: side_effect.value.unwrap_or(SideEffect::Raise),
+            shared: shared.value.unwrap_or(false),
+            xact: xact.value.unwrap_or(false),
+            db: db.value,
+        })
+    }
+}
+
+/// The arguments of `#[pglock::timeout]`.
+pub struct TimeoutArgs {
+    pub limit: Limit,
+    pub db: Option<Ident>,
+}
+
+const TIMEOUT_KEYS: &[&str] = &["db"];
+
+impl TimeoutArgs {
+    pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
+        let mut errors = Errors::default();
+        let (mut limit, mut db) = (Once::new(), Once::new());
+        for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
+            match arg {
+                Arg::KeyValue { key, value } => match key.to_string().as_str() {
+                    "db" => db.set(&key, argument_name(&value), &mut errors),
+                    "side_effect" => errors.push(syn::Error::new_spanned(
+                        &key,
+                        "#[pglock::timeout] has no side_effect: a statement that waits too long \
+                         fails with pglock::Error::LockTimeout, which the function returns",
+                    )),
+                    name => errors.push(unknown(&key, name, "timeout", TIMEOUT_KEYS)),
+                },
+                Arg::Bare(expr) if position == 0 => limit.set(
+                    &Ident::new("limit", Span::call_site()),
+                    session_limit(&expr),
+                    &mut errors,
+                ),
+                Arg::Bare(expr) => errors.push(syn::Error::new_spanned(
+                    &expr,
+                    "#[pglock::timeout] takes one limit, first: #[pglock::timeout(5)], \
+                     #[pglock::timeout(\"1.5s\")] or #[pglock::timeout(None)]",
+                )),
+            }
+        }
+        let Some(limit) = limit.value else {
+            if errors.0.is_none() {
+                errors.push(syn::Error::new(
+                    Span::call_site(),
+                    "#[pglock::timeout] needs a limit: #[pglock::timeout(5)], \
+                     #[pglock::timeout(\"1.5s\")] or #[pglock::timeout(None)] for no limit",
+                ));
+            }
+            return Err(errors.0.expect("an error was pushed above"));
+        };
+        errors.finish(TimeoutArgs {
+            limit,
+            db: db.value,
+        })
+    }
+}
+
+/// How `#[pglock::prioritize]` ends a blocker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Cancel,
+}
+
+fn prioritize_side_effect(value: &Expr) -> syn::Result<Signal> {
+    match variant(value) {
+        Some((name, _)) if name == "Terminate" => Ok(Signal::Terminate),
+        Some((name, _)) if name == "Cancel" => Ok(Signal::Cancel),
+        Some((name, span)) if name == "Skip" || name == "Raise" || name == "Return" => {
+            Err(syn::Error::new(
+                span,
+                format!(
+                    "side_effect = {name} is for #[pglock::advisory]; #[pglock::prioritize] \
+                     ends the sessions blocking it with side_effect = Terminate (the default) \
+                     or Cancel"
+                ),
+            ))
+        }
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "expected `Terminate` (the default: end the blocking session) or `Cancel` (cancel \
+             its statement)",
+        )),
+    }
+}
+
+/// The arguments of `#[pglock::prioritize]`.
+pub struct PrioritizeArgs {
+    pub interval: Option<Dur>,
+    pub periodic: Option<bool>,
+    pub timeout: Option<Limit>,
+    pub signal: Option<Signal>,
+    pub older_than: Option<Dur>,
+    pub db: Option<Ident>,
+    pub watcher: Option<Ident>,
+}
+
+const PRIORITIZE_KEYS: &[&str] = &[
+    "interval",
+    "periodic",
+    "timeout",
+    "side_effect",
+    "older_than",
+    "db",
+    "watcher",
+];
+
+/// The shortest prioritize interval (pglock::Prioritize::MIN_INTERVAL), in milliseconds.
+const MIN_INTERVAL_MS: u128 = 10;
+
+fn interval(value: &Expr) -> syn::Result<Dur> {
+    let dur = duration::parse(value)?;
+    if dur.as_millis() < MIN_INTERVAL_MS {
+        return Err(syn::Error::new_spanned(
+            value,
+            "the interval must be at least 10ms: shorter ones mostly load the lock manager",
+        ));
+    }
+    Ok(dur)
+}
+
+impl PrioritizeArgs {
+    pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
+        let mut errors = Errors::default();
+        let (mut interval_, mut periodic, mut timeout) = (Once::new(), Once::new(), Once::new());
+        let (mut signal, mut older_than) = (Once::new(), Once::new());
+        let (mut db, mut watcher) = (Once::new(), Once::new());
+        for arg in parse_args(tokens)? {
+            match arg {
+                Arg::KeyValue { key, value } => match key.to_string().as_str() {
+                    "interval" => interval_.set(&key, interval(&value), &mut errors),
+                    "periodic" => periodic.set(&key, boolean(&value), &mut errors),
+                    "timeout" => timeout.set(&key, session_limit(&value), &mut errors),
+                    "side_effect" => signal.set(&key, prioritize_side_effect(&value), &mut errors),
+                    "older_than" => older_than.set(&key, duration::parse(&value), &mut errors),
+                    "db" => db.set(&key, argument_name(&value), &mut errors),
+                    "watcher" => watcher.set(&key, argument_name(&value), &mut errors),
+                    name => errors.push(unknown(&key, name, "prioritize", PRIORITIZE_KEYS)),
+                },
+                Arg::Bare(expr) => {
+                    let name = bare_ident(&expr)
+                        .map_or_else(|| quote::quote!(#expr).to_string(), Ident::to_string);
+                    errors.push(unknown(&expr, &name, "prioritize", PRIORITIZE_KEYS));
+                }
+            }
+        }
+        errors.finish(PrioritizeArgs {
+            interval: interval_.value,
+            periodic: periodic.value,
+            timeout: timeout.value,
+            signal: signal.value,
+            older_than: older_than.value,
+            db: db.value,
+            watcher: watcher.value,
+        })
+    }
+}

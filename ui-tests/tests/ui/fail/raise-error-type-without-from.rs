@@ -1,0 +1,7 @@
+#[pglock::advisory("job")]
+async fn job(pool: &sqlx::PgPool) -> Result<(), String> {
+    let _ = pool;
+    Ok(())
+}
+
+fn main() {}
