@@ -60,6 +60,7 @@ mod attr;
 mod default_pool;
 mod error;
 mod handle;
+mod inspect;
 mod key;
 mod mode;
 mod prioritize;
@@ -72,6 +73,9 @@ pub use advisory::{Advisory, AdvisoryGuard, advisory};
 pub use default_pool::{default_pool, set_default_pool};
 pub use error::{Error, LockTarget};
 pub use handle::{Db, Session};
+pub use inspect::{
+    Activity, BlockedLockQuery, BlockedPgLock, LockQuery, PgLock, Relation, blocked_locks, locks,
+};
 pub use key::{AdvisoryKey, LockId, advisory_id};
 pub use mode::{LockMode, ParseLockModeError};
 pub use prioritize::{Prioritize, Signal, prioritize};
