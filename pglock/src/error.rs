@@ -22,7 +22,7 @@ pub enum Error {
 
     /// A lock was still held elsewhere when the lock timeout ran out
     /// (Postgres' `lock_timeout`, SQLSTATE 55P03). A statement of yours that times out inside a
-    /// [`timeout`](crate::timeout) scope converts to this too, with [`LockTarget::Statement`].
+    /// [`timeout`](fn@crate::timeout) scope converts to this too, with [`LockTarget::Statement`].
     #[error("could not acquire {target}: lock timeout")]
     LockTimeout {
         /// What was to be locked.
@@ -76,7 +76,7 @@ pub enum Error {
         source: sqlx::Error,
     },
 
-    /// The background task of a [`prioritize`](crate::prioritize) scope failed; the scope's own
+    /// The background task of a [`prioritize`](fn@crate::prioritize) scope failed; the scope's own
     /// result was replaced by this, so that the failure does not go unnoticed.
     #[error("prioritize could not act on the sessions blocking it: {source}")]
     Prioritize {
@@ -99,7 +99,7 @@ pub enum LockTarget {
     /// Tables locked with `LOCK TABLE`, as they were named.
     Tables(Vec<String>),
     /// A lock one of your statements waited for (a statement that timed out in a
-    /// [`timeout`](crate::timeout) scope, for example).
+    /// [`timeout`](fn@crate::timeout) scope, for example).
     Statement,
 }
 

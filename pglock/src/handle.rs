@@ -21,7 +21,7 @@ impl<'c, T: sealed::IntoHandle<'c>> Db<'c> for T {}
 
 /// A handle on exactly one database session: what [`Db`] accepts, except a pool.
 ///
-/// Lock timeouts and [`prioritize`](crate::prioritize) act on one backend, so they take one of
+/// Lock timeouts and [`prioritize`](fn@crate::prioritize) act on one backend, so they take one of
 /// these: `&mut PgConnection`, `&mut PoolConnection<Postgres>`, `&mut Transaction<'_, Postgres>`,
 /// or `&mut` a guard pglock handed out. A pool is rejected at compile time: which of its
 /// connections would the setting apply to?

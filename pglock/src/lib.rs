@@ -27,7 +27,7 @@
 //! ```
 //!
 //! # Advisory locks
-//! [`advisory`] builds a lock on an id: a string (hashed exactly as django-pglock hashes it, so
+//! [`advisory`](fn@advisory) builds a lock on an id: a string (hashed exactly as django-pglock hashes it, so
 //! Rust and Django services naming the same lock exclude each other), an `i64`, or an
 //! `(i32, i32)` pair. Options: [`shared`](Advisory::shared), [`xact`](Advisory::xact)
 //! (transaction-level), and how long to wait ([`timeout`](Advisory::timeout),
@@ -83,8 +83,17 @@ pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_tabl
 pub use timeout::{LockTimeout, timeout};
 pub use wait::Wait;
 
+#[doc = include_str!("../docs/advisory.md")]
 #[doc(inline)]
-pub use pglock_macros::{advisory, prioritize, timeout};
+pub use pglock_macros::advisory;
+
+#[doc = include_str!("../docs/timeout.md")]
+#[doc(inline)]
+pub use pglock_macros::timeout;
+
+#[doc = include_str!("../docs/prioritize.md")]
+#[doc(inline)]
+pub use pglock_macros::prioritize;
 
 /// The runtime half of the attributes: not public API.
 #[doc(hidden)]

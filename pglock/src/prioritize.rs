@@ -12,7 +12,7 @@ use crate::timeout::TimeoutScope;
 use crate::unwind::catch_panic;
 use crate::{Error, LockTimeout, Session};
 
-/// How [`prioritize`] ends a blocking session.
+/// How [`prioritize`](fn@prioritize) ends a blocking session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Signal {
@@ -61,7 +61,7 @@ pub fn prioritize() -> Prioritize {
     }
 }
 
-/// A prioritize scope to run. Built by [`prioritize`].
+/// A prioritize scope to run. Built by [`prioritize`](fn@prioritize).
 #[derive(Clone, Debug)]
 pub struct Prioritize {
     interval: Duration,
@@ -108,7 +108,7 @@ impl Prioritize {
         self
     }
 
-    /// Also run the scope under a lock timeout (see [`timeout`](crate::timeout)): the protected
+    /// Also run the scope under a lock timeout (see [`timeout`](fn@crate::timeout)): the protected
     /// code never waits longer than this for any one lock. Make it longer than the interval, or
     /// the code gives up before the blockers are ended.
     pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {

@@ -40,7 +40,7 @@ pub fn timeout(limit: impl Into<Option<Duration>>) -> LockTimeout {
     }
 }
 
-/// A lock timeout to apply for a scope. Built by [`timeout`].
+/// A lock timeout to apply for a scope. Built by [`timeout`](fn@timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockTimeout {
     limit: Option<Duration>,

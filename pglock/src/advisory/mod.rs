@@ -48,7 +48,7 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
     }
 }
 
-/// An advisory lock to take: its id, mode and how long to wait. Built by [`advisory`].
+/// An advisory lock to take: its id, mode and how long to wait. Built by [`advisory`](fn@advisory).
 ///
 /// Three ways to take it, mirroring django-pglock's side effects:
 /// * [`acquire`](Advisory::acquire) returns a guard, or an error when the lock is not acquired
