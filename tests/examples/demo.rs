@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pglock::{Error, advisory, advisory_id};
 use pglock_tests::TestDb;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -14,6 +14,7 @@ async fn main() -> Result<(), Error> {
     println!("pglock demo on database {}\n", db.name());
 
     nightly_job_runs_once(&db).await?;
+    a_migration_gets_its_lock(&db).await?;
     waiting_with_a_timeout(&db).await?;
     ids_django_agrees_with(&db).await?;
     a_transaction_level_lock(&db).await?;
@@ -21,29 +22,30 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// Three replicas start the nightly job at once; the lock lets one run it and the others skip.
+/// The nightly job: every replica runs it; the lock lets exactly one send the digest.
+#[pglock::advisory("nightly-digest", timeout = "0s", side_effect = Skip)]
+async fn send_daily_digest(pool: &PgPool, replica: u32) -> Option<u32> {
+    sqlx::query("SELECT pg_sleep(0.3)")
+        .execute(pool)
+        .await
+        .ok()?;
+    Some(replica)
+}
+
 async fn nightly_job_runs_once(db: &TestDb) -> Result<(), Error> {
     println!("1. Three replicas start the nightly job at the same moment:");
     let mut replicas = Vec::new();
     for replica in 1..=3 {
+        // A pool each: separate sessions, as separate processes would have.
         let pool = db.pool_with(2).await;
         replicas.push(tokio::spawn(async move {
-            let ran = advisory("nightly-digest")
-                .nowait()
-                .try_scope(&pool, async |conn| {
-                    sqlx::query("SELECT pg_sleep(0.3)")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok::<_, Error>(())
-                })
-                .await?;
-            Ok::<_, Error>((replica, ran.is_some()))
+            (replica, send_daily_digest(&pool, replica).await)
         }));
     }
     for replica in replicas {
-        let (replica, ran) = replica.await.expect("replica task")?;
-        let what = if ran {
-            "ran the job"
+        let (replica, sent) = replica.await.expect("replica task");
+        let what = if sent.is_some() {
+            "sent the digest"
         } else {
             "skipped: another replica holds the lock"
         };
@@ -53,9 +55,42 @@ async fn nightly_job_runs_once(db: &TestDb) -> Result<(), Error> {
     Ok(())
 }
 
-/// A migration waits at most 200 ms for a lock someone else holds, and says so.
+/// The migration: never wait more than 5 s for a lock, and end whatever holds one it needs.
+#[pglock::prioritize(interval = "100ms")]
+#[pglock::timeout("5s")]
+async fn migrate(conn: &mut PgConnection, pool: &PgPool) -> Result<(), Error> {
+    let _ = pool; // prioritize's background task connects with this pool's settings
+    sqlx::query("ALTER TABLE orders ADD COLUMN note text")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn a_migration_gets_its_lock(db: &TestDb) -> Result<(), Error> {
+    println!("2. A migration needs a table that a long transaction holds:");
+    sqlx::query("CREATE TABLE orders (id int)")
+        .execute(db.pool())
+        .await?;
+    let mut report = db.pool().begin().await?;
+    sqlx::query("SELECT count(*) FROM orders")
+        .execute(&mut *report)
+        .await?;
+    println!("   a report read `orders` and sits idle in its transaction");
+    let mut conn = db.connect().await;
+    let started = Instant::now();
+    migrate(&mut conn, db.pool()).await?;
+    println!(
+        "   the migration ran after {} ms: prioritize ended the report's session",
+        started.elapsed().as_millis()
+    );
+    let lost = sqlx::query("SELECT 1").execute(&mut *report).await.is_err();
+    println!("   the report's next statement fails: {lost}\n");
+    Ok(())
+}
+
+/// A job waits at most 200 ms for a lock someone else holds, and says so.
 async fn waiting_with_a_timeout(db: &TestDb) -> Result<(), Error> {
-    println!("2. A migration waits at most 200 ms for a lock held elsewhere:");
+    println!("3. A job waits at most 200 ms for a lock held elsewhere:");
     let mut holder = db.connect().await;
     let held = advisory("schema").acquire(&mut holder).await?;
     let started = Instant::now();
@@ -80,7 +115,7 @@ async fn waiting_with_a_timeout(db: &TestDb) -> Result<(), Error> {
 
 /// String ids hash as django-pglock's do, so Django and Rust services exclude each other.
 async fn ids_django_agrees_with(db: &TestDb) -> Result<(), Error> {
-    println!("3. Lock ids as Postgres shows them (the same as django-pglock's):");
+    println!("4. Lock ids as Postgres shows them (the same as django-pglock's):");
     let guard = advisory("hello").acquire(db.pool()).await?;
     let (classid, objid): (i64, i64) = sqlx::query_as(
         "SELECT classid::int8, objid::int8 FROM pg_locks \
@@ -97,7 +132,7 @@ async fn ids_django_agrees_with(db: &TestDb) -> Result<(), Error> {
 
 /// A transaction-level lock on a pool: pglock opens the transaction and ends it.
 async fn a_transaction_level_lock(db: &TestDb) -> Result<(), Error> {
-    println!("4. A transaction-level lock: committed when the body returns Ok:");
+    println!("5. A transaction-level lock: committed when the body returns Ok:");
     sqlx::query("CREATE TABLE IF NOT EXISTS invoices (n int)")
         .execute(db.pool())
         .await?;
@@ -121,7 +156,7 @@ async fn a_transaction_level_lock(db: &TestDb) -> Result<(), Error> {
 
 /// Cutting off a wait with `tokio::time::timeout` leaves no backend waiting for nobody.
 async fn a_dropped_wait_leaves_nothing_behind(db: &TestDb) -> Result<(), Error> {
-    println!("5. A wait cut off by tokio::time::timeout:");
+    println!("6. A wait cut off by tokio::time::timeout:");
     let mut holder = db.connect().await;
     let held = advisory("report").acquire(&mut holder).await?;
     let cut = tokio::time::timeout(
