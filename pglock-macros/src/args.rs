@@ -159,13 +159,13 @@ fn limit(value: &Expr) -> syn::Result<Limit> {
 /// A limit for `lock_timeout` itself, which has no "don't wait" value: at least 1 ms.
 fn session_limit(value: &Expr) -> syn::Result<Limit> {
     let parsed = limit(value)?;
-    if let Limit::At(dur) = parsed {
-        if dur.as_millis() == 0 {
-            return Err(syn::Error::new_spanned(
-                value,
-                "a lock timeout must be at least 1 ms (or None for no limit)",
-            ));
-        }
+    if let Limit::At(dur) = parsed
+        && dur.as_millis() == 0
+    {
+        return Err(syn::Error::new_spanned(
+            value,
+            "a lock timeout must be at least 1 ms (or None for no limit)",
+        ));
     }
     Ok(parsed)
 }

@@ -238,12 +238,11 @@ fn with_body(mut func: ItemFn, body: TokenStream) -> TokenStream {
 /// function's type, so its signature is unchanged.)
 fn without_outer_mut(mut func: ItemFn, arg: &HandleArg) -> ItemFn {
     for input in &mut func.sig.inputs {
-        if let syn::FnArg::Typed(typed) = input {
-            if let syn::Pat::Ident(pat) = &mut *typed.pat {
-                if pat.ident == arg.name {
-                    pat.mutability = None;
-                }
-            }
+        if let syn::FnArg::Typed(typed) = input
+            && let syn::Pat::Ident(pat) = &mut *typed.pat
+            && pat.ident == arg.name
+        {
+            pat.mutability = None;
         }
     }
     func
