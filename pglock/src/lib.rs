@@ -2,21 +2,45 @@
 //! [django-pglock](https://django-pglock.readthedocs.io).
 //!
 //! ```no_run
-//! use std::time::Duration;
+//! use pglock::Error;
+//! use sqlx::{PgConnection, PgPool};
 //!
-//! # async fn nightly_digest(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
-//! // Only one replica sends the digest: the others find the lock held and skip.
-//! let sent = pglock::advisory("send-daily-digest")
-//!     .nowait()
-//!     .try_scope(pool, async |conn| {
-//!         sqlx::query("UPDATE digests SET sent_at = now()").execute(&mut *conn).await?;
-//!         Ok::<_, pglock::Error>(())
-//!     })
-//!     .await?;
-//! if sent.is_none() {
-//!     println!("another replica is sending it");
+//! // Every replica runs the nightly job; one sends the digest, the others skip.
+//! #[pglock::advisory(timeout = "0s", side_effect = Skip)]
+//! async fn send_daily_digest(pool: &PgPool) -> Result<(), Error> {
+//!     sqlx::query("UPDATE digests SET sent_at = now()").execute(pool).await?;
+//!     Ok(())
 //! }
 //!
+//! // End whatever blocks the migration, and never wait more than 5 s for a lock.
+//! #[pglock::prioritize]
+//! #[pglock::timeout("5s")]
+//! async fn migrate(conn: &mut PgConnection, pool: &PgPool) -> Result<(), Error> {
+//!     let _ = pool; // prioritize's background connection uses this pool's settings
+//!     sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Attributes
+//! [`macro@advisory`], [`macro@timeout`] and [`macro@prioritize`] wrap an `async fn`: the lock is
+//! taken (the timeout set, the blockers watched) before its body runs and released after,
+//! however the body ends. Misuse is a compile error that says what to do instead. Each attribute
+//! is sugar for the runtime API below, which its docs show side by side.
+//!
+//! # Advisory locks
+//! [`advisory`](fn@advisory) builds a lock on an id: a string (hashed exactly as django-pglock
+//! hashes it, so Rust and Django services naming the same lock exclude each other), an `i64`, or
+//! an `(i32, i32)` pair. Options: [`shared`](Advisory::shared), [`xact`](Advisory::xact)
+//! (transaction-level), and how long to wait ([`timeout`](Advisory::timeout),
+//! [`nowait`](Advisory::nowait), [`wait_forever`](Advisory::wait_forever), or by default the
+//! server's `lock_timeout`). A timed wait costs one round trip and leaves no `lock_timeout`
+//! behind on the connection.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
 //! // Wait at most two seconds, then hold the lock until the guard is released.
 //! let guard = pglock::advisory(42_i64)
 //!     .timeout(Duration::from_secs(2))
@@ -26,26 +50,35 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Advisory locks
-//! [`advisory`](fn@advisory) builds a lock on an id: a string (hashed exactly as django-pglock hashes it, so
-//! Rust and Django services naming the same lock exclude each other), an `i64`, or an
-//! `(i32, i32)` pair. Options: [`shared`](Advisory::shared), [`xact`](Advisory::xact)
-//! (transaction-level), and how long to wait ([`timeout`](Advisory::timeout),
-//! [`nowait`](Advisory::nowait), [`wait_forever`](Advisory::wait_forever), or by default the
-//! server's `lock_timeout`). A timed wait costs one round trip and leaves no `lock_timeout`
-//! behind on the connection.
-//!
 //! Take it through any [`Db`] handle: `&PgPool`, `&mut PgConnection`,
 //! `&mut PoolConnection<Postgres>` or `&mut Transaction<'_, Postgres>`. Through a pool, the lock
 //! keeps one connection checked out for as long as it is held.
 //!
+//! # Lock timeouts, table locks, prioritize
+//! * [`timeout`](fn@timeout) runs code with Postgres' `lock_timeout` set on its session, nested
+//!   scopes restoring what they found.
+//! * [`lock_table`] runs `LOCK TABLE` in any of the eight [`LockMode`]s, with quoted names and the
+//!   same waiting options, keeping the caller's transaction usable when the lock is not taken.
+//! * [`prioritize`](fn@prioritize) runs code while a background task ends the sessions that
+//!   block it.
+//!
+//! # Inspecting locks
+//! [`locks`] and [`blocked_locks`] list `pg_locks` joined to `pg_stat_activity` as typed rows
+//! (advisory locks with their decoded key, and the `/*pga_context=...*/` comment that
+//! django-pgactivity attaches to queries), filter them, and terminate or cancel the backends they
+//! name.
+//!
 //! | django-pglock | pglock |
 //! |---|---|
+//! | `@pglock.advisory(...)` decorator | [`macro@advisory`] |
 //! | `with advisory(id) as acquired:` (Return) | [`Advisory::try_acquire`] → `Option<guard>`, [`Advisory::try_scope`] |
 //! | `advisory(id, side_effect=Raise)` | [`Advisory::acquire`] → guard or [`Error`], [`Advisory::scope`] |
-//! | decorator with `Skip` | [`Advisory::try_scope`] returning `Ok(None)` |
 //! | `timeout=None` / `0` / `>0` / unset | [`Wait::Forever`] / [`Wait::NoWait`] / [`Wait::Limit`] / [`Wait::ServerDefault`] |
 //! | `advisory_id(id)` | [`advisory_id`] (unsigned halves, as `pg_locks` shows them) |
+//! | `pglock.model(...)` | [`lock_table`] |
+//! | `pglock.timeout(...)` | [`timeout`](fn@timeout), [`macro@timeout`] |
+//! | `pglock.prioritize(...)` | [`prioritize`](fn@prioritize), [`macro@prioritize`] |
+//! | `PGLock`, `BlockedPGLock` | [`locks`], [`blocked_locks`] → [`PgLock`], [`BlockedPgLock`] |
 //!
 //! # Cancel safety
 //! Locks taken through a pool are released however their scope ends, a dropped future included:
