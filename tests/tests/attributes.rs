@@ -364,3 +364,72 @@ async fn a_pool_by_value_works_and_skip_returns_database_errors_it_can_carry() {
     let error = owned_pool(unreachable).await.unwrap_err();
     assert!(matches!(error, Error::Database(_)), "{error:?}");
 }
+
+#[pglock::advisory("catalog", shared, timeout = "0s", db = pool)]
+async fn read_catalog(pool: &PgPool, others: &PgPool) -> Result<(bool, bool), Error> {
+    let _ = pool;
+    // While this shared holder runs: another shared holder gets in, an exclusive one does not.
+    let mut conn = others.acquire().await?;
+    let shared_got_in = match pglock::advisory("catalog")
+        .shared()
+        .nowait()
+        .try_acquire(&mut *conn)
+        .await?
+    {
+        Some(guard) => {
+            guard.release().await?;
+            true
+        }
+        None => false,
+    };
+    let exclusive_got_in = free_for(&mut conn, "catalog").await;
+    Ok((shared_got_in, exclusive_got_in))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_attribute_admits_shared_holders_only() {
+    let db = TestDb::new().await;
+    let others = db.pool_with(2).await;
+    let (shared, exclusive) = read_catalog(db.pool(), &others).await.unwrap();
+    assert!(shared, "another shared holder got in");
+    assert!(!exclusive, "an exclusive holder did not");
+}
+
+#[pglock::advisory("ledger", xact)]
+async fn post_entry(pool: &PgPool, fail: bool) -> Result<usize, Error> {
+    // The lock lives in pglock's own transaction, on a connection of its own.
+    let held = locks_on(pool, "ledger").await.len();
+    sqlx::query("INSERT INTO ledger VALUES (1)")
+        .execute(pool)
+        .await?;
+    if fail {
+        return Err(Error::InvalidArgument("the entry was refused".into()));
+    }
+    Ok(held)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xact_attribute_on_a_pool_holds_the_lock_in_a_transaction_of_its_own() {
+    let db = TestDb::new().await;
+    sqlx::query("CREATE TABLE ledger (n int)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        post_entry(db.pool(), false).await.unwrap(),
+        1,
+        "held during the body"
+    );
+    assert!(
+        locks_on(db.pool(), "ledger").await.is_empty(),
+        "gone with the transaction"
+    );
+    assert!(post_entry(db.pool(), true).await.is_err());
+    assert!(locks_on(db.pool(), "ledger").await.is_empty());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    // The body's statements ran through the pool, outside pglock's transaction: both stayed.
+    assert_eq!(rows, 2);
+}
