@@ -7,10 +7,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::advisory::{AdvisoryGuard, Mode};
-use crate::handle::Conn;
+use crate::handle::{Conn, Handle};
 use crate::prioritize::PrioritizeScope;
 use crate::timeout::TimeoutScope;
-use crate::{Advisory, Error, LockId, LockTimeout, Prioritize};
+use crate::{Advisory, Error, LockId, LockTimeout, Prioritize, Session};
 
 pub use crate::unwind::catch_panic;
 pub use crate::{Signal, Wait, advisory, default_pool, prioritize, timeout};
@@ -54,6 +54,39 @@ impl Lend for Transaction<'_, Postgres> {
     fn as_pg_connection(&mut self) -> &mut PgConnection {
         self
     }
+}
+
+/// A scope that acts on one session and lends it to a body: a lock timeout, or prioritize.
+pub(crate) trait SessionScope: Sized {
+    /// The scope on any lendable handle, with `body` getting the handle back under its own type.
+    /// `failed` says whether `body`'s output is a failure, whose error then beats pglock's.
+    async fn scope_on<H: Lend + ?Sized, T>(
+        self,
+        handle: &mut H,
+        body: impl AsyncFnOnce(&mut H) -> T,
+        failed: fn(&T) -> bool,
+    ) -> Result<T, Error>;
+}
+
+/// A one-session scope of the public API, whose body gets a `&mut PgConnection`.
+///
+/// Each kind of handle is lent as itself: a pool connection can then be kept from going back to
+/// its pool, and no closure has a lifetime in its argument type (which would make the future fail
+/// `Send` checks in spawned tasks).
+pub(crate) async fn on_session<'c, S: SessionScope, T, E: From<Error>>(
+    scope: S,
+    db: impl Session<'c>,
+    body: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    let scoped = match db.into_handle() {
+        Handle::PoolConnection(conn) => {
+            let body = async |conn: &mut PoolConnection<Postgres>| body(conn).await;
+            scope.scope_on(conn, body, Result::is_err).await
+        }
+        Handle::Connection(conn) => scope.scope_on(conn, body, Result::is_err).await,
+        Handle::Pool(_) => unreachable!("`Session` is not implemented for pools"),
+    };
+    scoped.unwrap_or_else(|error| Err(error.into()))
 }
 
 /// The connection behind a lent handle, sorted by what pglock may do with it.

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres};
+use sqlx::{ConnectOptions, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 
-use crate::attr::Lend;
-use crate::handle::Handle;
+use crate::attr::{Lend, SessionScope};
 use crate::timeout::TimeoutScope;
 use crate::unwind::catch_panic;
 use crate::{Error, LockTimeout, Session};
@@ -151,26 +149,14 @@ impl Prioritize {
     where
         E: From<Error>,
     {
-        // Lend each kind of handle as itself: a pool connection can then be kept from going back
-        // to its pool, and no closure has a lifetime in its argument type (which would make the
-        // future fail `Send` checks in spawned tasks).
-        let scoped = match db.into_handle() {
-            Handle::PoolConnection(conn) => {
-                let body = async |conn: &mut PoolConnection<Postgres>| body(conn).await;
-                self.scope_on(conn, body, Result::is_err).await
-            }
-            Handle::Connection(conn) => self.scope_on(conn, body, Result::is_err).await,
-            Handle::Pool(_) => unreachable!("`Session` is not implemented for pools"),
-        };
-        match scoped {
-            Ok(out) => out,
-            Err(error) => Err(error.into()),
-        }
+        crate::attr::on_session(self, db, body).await
     }
+}
 
+impl SessionScope for Prioritize {
     /// The scope on any lendable handle, with `body` getting the handle back under its own type.
     /// `failed` says whether `body`'s output is a failure, whose error then beats the task's.
-    pub(crate) async fn scope_on<H: Lend + ?Sized, T>(
+    async fn scope_on<H: Lend + ?Sized, T>(
         self,
         handle: &mut H,
         body: impl AsyncFnOnce(&mut H) -> T,
@@ -290,30 +276,30 @@ impl Drop for Watcher {
     }
 }
 
-/// End blockers of `$1` that pass the filters, and return those actually signalled.
-/// The candidates are materialized first, so no signal is sent before every filter applied.
+/// End blockers of `$1` that pass the filters, with `$signal`, and return those actually
+/// signalled. The candidates are materialized first, so no signal is sent before every filter
+/// applied.
+macro_rules! signal_blockers {
+    ($signal:literal) => {
+        concat!(
+            "WITH blockers AS MATERIALIZED (
+                SELECT DISTINCT b.pid
+                FROM unnest(pg_blocking_pids($1)) AS b(pid)
+                JOIN pg_stat_activity a ON a.pid = b.pid
+                WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
+                  AND ($2::float8 IS NULL
+                       OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
+            SELECT pid FROM blockers WHERE ",
+            $signal,
+            "(pid) ORDER BY pid"
+        )
+    };
+}
+
 fn signal_sql(signal: Signal) -> &'static str {
     match signal {
-        Signal::Terminate => {
-            "WITH blockers AS MATERIALIZED (
-                SELECT DISTINCT b.pid
-                FROM unnest(pg_blocking_pids($1)) AS b(pid)
-                JOIN pg_stat_activity a ON a.pid = b.pid
-                WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
-                  AND ($2::float8 IS NULL
-                       OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
-            SELECT pid FROM blockers WHERE pg_terminate_backend(pid) ORDER BY pid"
-        }
-        Signal::Cancel => {
-            "WITH blockers AS MATERIALIZED (
-                SELECT DISTINCT b.pid
-                FROM unnest(pg_blocking_pids($1)) AS b(pid)
-                JOIN pg_stat_activity a ON a.pid = b.pid
-                WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
-                  AND ($2::float8 IS NULL
-                       OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
-            SELECT pid FROM blockers WHERE pg_cancel_backend(pid) ORDER BY pid"
-        }
+        Signal::Terminate => signal_blockers!("pg_terminate_backend"),
+        Signal::Cancel => signal_blockers!("pg_cancel_backend"),
     }
 }
 

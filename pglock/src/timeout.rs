@@ -3,12 +3,10 @@
 use std::panic::resume_unwind;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Connection, PgConnection, Postgres};
+use sqlx::{Connection, PgConnection};
 
-use crate::attr::{Lend, lent};
+use crate::attr::{Lend, SessionScope, lent};
 use crate::error::sqlstate;
-use crate::handle::Handle;
 use crate::unwind::catch_panic;
 use crate::wait::MAX_LOCK_TIMEOUT_MS;
 use crate::{Error, Session};
@@ -100,26 +98,14 @@ impl LockTimeout {
     where
         E: From<Error>,
     {
-        // Lend each kind of handle as itself: a pool connection can then be kept from going back
-        // to its pool, and no closure has a lifetime in its argument type (which would make the
-        // future fail `Send` checks in spawned tasks).
-        let scoped = match db.into_handle() {
-            Handle::PoolConnection(conn) => {
-                let body = async |conn: &mut PoolConnection<Postgres>| body(conn).await;
-                self.scope_on(conn, body, Result::is_err).await
-            }
-            Handle::Connection(conn) => self.scope_on(conn, body, Result::is_err).await,
-            Handle::Pool(_) => unreachable!("`Session` is not implemented for pools"),
-        };
-        match scoped {
-            Ok(out) => out,
-            Err(error) => Err(error.into()),
-        }
+        crate::attr::on_session(self, db, body).await
     }
+}
 
+impl SessionScope for LockTimeout {
     /// The scope on any lendable handle, with `body` getting the handle back under its own type.
     /// `failed` says whether `body`'s output is a failure, whose error then beats pglock's.
-    pub(crate) async fn scope_on<H: Lend + ?Sized, T>(
+    async fn scope_on<H: Lend + ?Sized, T>(
         self,
         handle: &mut H,
         body: impl AsyncFnOnce(&mut H) -> T,
