@@ -100,12 +100,13 @@ mod sealed {
 
 /// The connection a lock lives on.
 pub(crate) enum Conn<'c> {
-    /// Checked out of a pool by pglock. Dropping it mid-statement closes it, which is what makes
-    /// waits on a pool cancel-safe (see `sql::CLIENT_CHECK_MS`).
-    Owned(PoolConnection<Postgres>),
-    /// Inside a transaction pglock opened on a connection it owns and closes if the future that
-    /// holds it is dropped (the transaction-level scope on a pool).
-    InOwnedTransaction(&'c mut PgConnection),
+    /// Checked out of `pool` by pglock. Dropping it mid-statement closes it, which is what makes
+    /// waits on a pool cancel-safe (see `sql::CLIENT_CHECK_MS`). The pool is kept for the
+    /// servers where closing is not enough (see `advisory::orphan`).
+    Owned(PoolConnection<Postgres>, PgPool),
+    /// Inside a transaction pglock opened on a connection of `pool` that it owns and closes if
+    /// the future that holds it is dropped (the transaction-level scope on a pool).
+    InOwnedTransaction(&'c mut PgConnection, PgPool),
     /// The caller's pool connection: pglock can only ask the pool to close it rather than reuse it.
     PoolConnection(&'c mut PoolConnection<Postgres>),
     /// The caller's connection: pglock can do nothing to it outside an `async` call.
@@ -116,7 +117,15 @@ impl<'c> Conn<'c> {
     /// Whether the connection is closed if the future using it is dropped, so that a wait on it
     /// can be made to end on the server.
     pub(crate) fn closes_on_drop(&self) -> bool {
-        matches!(self, Conn::Owned(_) | Conn::InOwnedTransaction(_))
+        self.owner_pool().is_some()
+    }
+
+    /// The pool of a connection pglock owns.
+    pub(crate) fn owner_pool(&self) -> Option<&PgPool> {
+        match self {
+            Conn::Owned(_, pool) | Conn::InOwnedTransaction(_, pool) => Some(pool),
+            Conn::PoolConnection(_) | Conn::Connection(_) => None,
+        }
     }
 
     /// Make sure the session ends soon, taking whatever it holds or waits for with it.
@@ -125,10 +134,10 @@ impl<'c> Conn<'c> {
         match self {
             // Closing the socket ends the server session: at once when it is idle, within
             // `CLIENT_CHECK_MS` when it is waiting on a lock.
-            Conn::Owned(conn) => drop(conn.detach()),
+            Conn::Owned(conn, _) => drop(conn.detach()),
             Conn::PoolConnection(conn) => conn.close_on_drop(),
             // Closed by its owner (`CloseUnlessKept`), or out of pglock's reach.
-            Conn::InOwnedTransaction(_) | Conn::Connection(_) => {}
+            Conn::InOwnedTransaction(..) | Conn::Connection(_) => {}
         }
     }
 }
@@ -138,9 +147,9 @@ impl Deref for Conn<'_> {
 
     fn deref(&self) -> &PgConnection {
         match self {
-            Conn::Owned(conn) => conn,
+            Conn::Owned(conn, _) => conn,
             Conn::PoolConnection(conn) => conn,
-            Conn::InOwnedTransaction(conn) | Conn::Connection(conn) => conn,
+            Conn::InOwnedTransaction(conn, _) | Conn::Connection(conn) => conn,
         }
     }
 }
@@ -148,9 +157,9 @@ impl Deref for Conn<'_> {
 impl DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
         match self {
-            Conn::Owned(conn) => conn,
+            Conn::Owned(conn, _) => conn,
             Conn::PoolConnection(conn) => conn,
-            Conn::InOwnedTransaction(conn) | Conn::Connection(conn) => conn,
+            Conn::InOwnedTransaction(conn, _) | Conn::Connection(conn) => conn,
         }
     }
 }

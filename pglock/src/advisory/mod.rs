@@ -1,13 +1,14 @@
 //! Advisory locks: the builder, acquisition, and the scoped form.
 
 mod guard;
+mod orphan;
 mod sql;
 
 use std::panic::resume_unwind;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres};
 
 pub use guard::AdvisoryGuard;
 use guard::State;
@@ -152,9 +153,9 @@ impl Advisory {
     /// `tokio::time::timeout` or `select!`) depends on the handle:
     /// * **`&PgPool`**: fully cancel-safe. pglock owns the connection it checked out and closes it;
     ///   the server notices within 50 ms and abandons the wait, so no backend keeps waiting and
-    ///   the lock is never granted to nobody. (On Postgres 13, which lacks
-    ///   `client_connection_check_interval`, the server only notices once the wait ends; the lock
-    ///   is then released at once, with the session.)
+    ///   the lock is never granted to nobody. (Postgres 13 lacks
+    ///   `client_connection_check_interval`: there, dropping the wait cancels its statement from a
+    ///   short-lived connection of its own, in a task spawned on the current tokio runtime.)
     /// * **Borrowed handles** (`&mut PgConnection`, `&mut PoolConnection`, `&mut Transaction`):
     ///   sqlx offers no way to cancel a statement or run one from a destructor on a connection it
     ///   does not own, so the wait goes on. sqlx finishes it before the connection's next
@@ -267,7 +268,7 @@ impl Advisory {
         let acquired = match db.into_handle() {
             Handle::Pool(pool) if self.mode.xact => {
                 let conn = pool.acquire().await?;
-                return match self.xact_scope_on_pool(conn, body, failed).await {
+                return match self.xact_scope_on_pool(conn, pool, body, failed).await {
                     Ok(out) => Ok(Some(out)),
                     Err(error) if skip && error.is_not_acquired() => Ok(None),
                     Err(error) => Err(error),
@@ -293,6 +294,7 @@ impl Advisory {
     async fn xact_scope_on_pool<T>(
         &self,
         conn: PoolConnection<Postgres>,
+        pool: PgPool,
         body: impl AsyncFnOnce(&mut PgConnection) -> T,
         failed: impl Fn(&T) -> bool,
     ) -> Result<T, Error> {
@@ -301,7 +303,10 @@ impl Advisory {
         let mut owned = CloseUnlessKept(Some(conn));
         let mut tx = owned.conn().begin().await?;
         // The guard has nothing to do: the transaction's end releases the lock.
-        let taken = self.take(Conn::InOwnedTransaction(&mut tx)).await.map(drop);
+        let taken = self
+            .take(Conn::InOwnedTransaction(&mut tx, pool))
+            .await
+            .map(drop);
         if let Err(error) = taken {
             tx.rollback().await?;
             owned.keep();
@@ -330,7 +335,7 @@ impl Advisory {
                     target: self.id.clone().into(),
                 });
             }
-            Handle::Pool(pool) => Conn::Owned(pool.acquire().await?),
+            Handle::Pool(pool) => Conn::Owned(pool.acquire().await?, pool),
             Handle::PoolConnection(conn) => Conn::PoolConnection(conn),
             Handle::Connection(conn) => Conn::Connection(conn),
         })
@@ -380,13 +385,25 @@ impl Advisory {
                 };
             }
             _ if conn.closes_on_drop() => {
+                let server_version = conn.server_version_num();
+                let canceller = match conn.owner_pool() {
+                    Some(pool) if !sql::has_client_check(server_version) => {
+                        Some(orphan::CancelOnDrop::arm(pool.clone()))
+                    }
+                    _ => None,
+                };
                 let on = WaitOn::Owned {
-                    server_version: conn.server_version_num(),
+                    server_version,
+                    tag: canceller.as_ref().map(orphan::CancelOnDrop::tag),
                 };
                 let statement = sql::wait_simple(self.mode, key, timeout_ms, on);
-                sqlx::raw_sql(AssertSqlSafe(statement))
+                let result = sqlx::raw_sql(AssertSqlSafe(statement))
                     .execute(&mut **conn)
-                    .await
+                    .await;
+                if let Some(canceller) = canceller {
+                    canceller.disarm();
+                }
+                result
             }
             Wait::Limit(_) if conn.is_in_transaction() => {
                 let statement =
@@ -490,7 +507,8 @@ impl CloseUnlessKept {
 impl Drop for CloseUnlessKept {
     fn drop(&mut self) {
         if let Some(conn) = self.0.take() {
-            Conn::Owned(conn).abandon();
+            // Closing the socket ends the session on the server (see `Conn::abandon`).
+            drop(conn.detach());
         }
     }
 }

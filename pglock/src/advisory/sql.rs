@@ -115,8 +115,13 @@ pub(crate) fn wait_bound(mode: Mode, key: AdvisoryKey, timed: bool) -> String {
 /// Where a simple-query wait runs, which decides what is wrapped around it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WaitOn {
-    /// A connection pglock closes if the future is dropped: turn on the client check first.
-    Owned { server_version: Option<u32> },
+    /// A connection pglock closes if the future is dropped: turn on the client check first,
+    /// where the server has it. Where it does not, `tag` marks the statement so that an
+    /// abandoned wait can be found and cancelled (see `orphan`).
+    Owned {
+        server_version: Option<u32>,
+        tag: Option<u64>,
+    },
     /// The caller's transaction, which must stay usable if the wait times out.
     CallerTransaction,
 }
@@ -131,12 +136,17 @@ pub(crate) fn wait_simple(
     let ms = timeout_ms.map(|ms| format!("'{ms}'"));
     let wait = wait_statement(mode, ms.as_deref(), &key_literals(key));
     match on {
-        WaitOn::Owned { server_version } => {
-            if server_version.is_some_and(|v| v >= CLIENT_CHECK_SINCE) {
+        WaitOn::Owned {
+            server_version,
+            tag,
+        } => {
+            if has_client_check(server_version) {
                 format!(
                     "SELECT set_config('client_connection_check_interval', '{CLIENT_CHECK_MS}', \
                      true); {wait}"
                 )
+            } else if let Some(tag) = tag {
+                format!("{} {wait}", super::orphan::comment(tag))
             } else {
                 wait
             }
@@ -145,6 +155,11 @@ pub(crate) fn wait_simple(
             format!("SAVEPOINT {SAVEPOINT}; {wait}; RELEASE SAVEPOINT {SAVEPOINT}")
         }
     }
+}
+
+/// Whether a server of this version (`server_version_num`) notices a client gone mid-wait.
+pub(crate) fn has_client_check(server_version: Option<u32>) -> bool {
+    server_version.is_some_and(|v| v >= CLIENT_CHECK_SINCE)
 }
 
 /// Undo a failed `WaitOn::CallerTransaction` wait, leaving the transaction as it was before.
@@ -211,8 +226,18 @@ mod tests {
         let key = AdvisoryKey::BigInt(7);
         let on = |v| WaitOn::Owned {
             server_version: Some(v),
+            tag: Some(0xfeed),
         };
-        assert!(wait_simple(SESSION, key, None, on(140_000)).contains("client_connection"));
-        assert!(!wait_simple(SESSION, key, None, on(130_012)).contains("client_connection"));
+        let new = wait_simple(SESSION, key, None, on(140_000));
+        assert!(
+            new.starts_with("SELECT set_config('client_connection"),
+            "{new}"
+        );
+        let old = wait_simple(SESSION, key, None, on(130_012));
+        assert!(!old.contains("client_connection"), "{old}");
+        assert!(
+            old.starts_with("/* pglock wait 000000000000feed */ SELECT pg_advisory_lock("),
+            "{old}"
+        );
     }
 }
