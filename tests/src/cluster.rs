@@ -26,13 +26,13 @@ const RAM_DISK: &str = "/dev/shm";
 const MIN_RAM_DISK_KIB: u64 = 2 * 1024 * 1024;
 
 /// How long a starting server may take to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many ports to try when the one we picked was taken in the meantime.
 const START_ATTEMPTS: u32 = 5;
 
 /// Settings that make a disposable cluster fast, plus room for many parallel tests.
-const SERVER_SETTINGS: &[&str] = &[
+pub(crate) const SERVER_SETTINGS: &[&str] = &[
     "fsync=off",
     "synchronous_commit=off",
     "full_page_writes=off",
@@ -93,19 +93,19 @@ pub(crate) fn shared_url() -> String {
 }
 
 /// The files of one run's cluster.
-struct Paths {
+pub(crate) struct Paths {
     /// `<tmp>/pglock-test-<runner pid>/`: everything below is removed by the reaper.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// `<tmp>/pglock-test-<runner pid>.lock`, next to `dir`.
-    lock: PathBuf,
+    pub(crate) lock: PathBuf,
     /// The data directory (`initdb -D`).
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// The server's stderr.
-    log: PathBuf,
+    pub(crate) log: PathBuf,
     /// The URL, for the other test processes.
-    url: PathBuf,
+    pub(crate) url: PathBuf,
     /// Which runner process (pid and start time) the cluster belongs to.
-    runner: PathBuf,
+    pub(crate) runner: PathBuf,
 }
 
 impl Paths {
@@ -133,7 +133,7 @@ impl Paths {
 ///   could fill up with test databases.
 /// - Otherwise the temporary directory, or `/tmp` if the server's user cannot get through it
 ///   (say `TMPDIR` is under root's home).
-fn temp_base(user: Option<&RunAs>) -> PathBuf {
+pub(crate) fn temp_base(user: Option<&RunAs>) -> PathBuf {
     let tmpdir_set = std::env::var_os("TMPDIR").is_some_and(|dir| !dir.is_empty());
     let shm = Path::new(RAM_DISK);
     if !tmpdir_set && untraversable(shm, user).is_none() && is_big_ram_disk(shm) {
@@ -233,7 +233,7 @@ fn remove_stale(paths: &Paths) {
 
 /// Whether process `pid` exists and has not exited; a zombie (exited, not yet reaped by its
 /// parent) counts as gone.
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
         !status
             .lines()
@@ -242,7 +242,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// The postmaster's pid: the first line of `postmaster.pid` in the data directory.
-fn postmaster_pid(data: &Path) -> Option<u32> {
+pub(crate) fn postmaster_pid(data: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
     text.lines().next()?.trim().parse().ok()
 }
@@ -280,7 +280,7 @@ fn start(paths: &Paths, runner: u32, identity: &str, user: Option<&RunAs>) -> St
     clippy::zombie_processes,
     reason = "the reaper outlives this test process by design; init reaps it"
 )]
-fn spawn_reaper(runner: u32, paths: &Paths) {
+pub(crate) fn spawn_reaper(runner: u32, paths: &Paths) {
     Command::new("sh")
         .arg("-c")
         .arg(REAPER_SCRIPT)
@@ -298,7 +298,7 @@ fn spawn_reaper(runner: u32, paths: &Paths) {
 }
 
 /// A command for one of the server programs, as the server user, in the cluster directory.
-fn server_command(
+pub(crate) fn server_command(
     binaries: &Binaries,
     program: &str,
     paths: &Paths,
@@ -321,7 +321,7 @@ fn server_command(
 }
 
 /// `initdb` with trust auth and no fsync.
-fn initdb(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>) {
+pub(crate) fn initdb(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>) {
     let mut command = server_command(binaries, "initdb", paths, user);
     command.arg("-D").arg(&paths.data).args([
         "-U",
@@ -416,14 +416,14 @@ fn start_server(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>) -> u16
 }
 
 /// How a start attempt ended.
-enum Ready {
+pub(crate) enum Ready {
     Yes,
     Exited(ExitStatus),
     TimedOut(String),
 }
 
 /// Polls the new server until it accepts connections, exits, or [`START_TIMEOUT`] passes.
-fn wait_ready(child: &mut Child, port: u16) -> Ready {
+pub(crate) fn wait_ready(child: &mut Child, port: u16) -> Ready {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -438,7 +438,7 @@ fn wait_ready(child: &mut Child, port: u16) -> Ready {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -446,7 +446,7 @@ fn free_port() -> u16 {
 }
 
 /// The server log, opened for appending and owned by the server user.
-fn log_file(paths: &Paths, user: Option<&RunAs>) -> File {
+pub(crate) fn log_file(paths: &Paths, user: Option<&RunAs>) -> File {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -459,7 +459,7 @@ fn log_file(paths: &Paths, user: Option<&RunAs>) -> File {
 }
 
 /// The last lines of the log written since byte `from`.
-fn log_tail(log: &Path, from: u64) -> String {
+pub(crate) fn log_tail(log: &Path, from: u64) -> String {
     let text = std::fs::read(log).unwrap_or_default();
     let text = text
         .get(usize::try_from(from).unwrap_or(0)..)
@@ -479,7 +479,7 @@ fn write_file(path: &Path, contents: &str) {
 }
 
 /// The command line, for messages, saying which user it ran as.
-fn show(command: &Command, user: Option<&RunAs>) -> String {
+pub(crate) fn show(command: &Command, user: Option<&RunAs>) -> String {
     let mut line = command.get_program().to_string_lossy().into_owned();
     for arg in command.get_args() {
         line.push(' ');
@@ -492,7 +492,7 @@ fn show(command: &Command, user: Option<&RunAs>) -> String {
 }
 
 /// A hint when the server user may not be able to reach the binaries.
-fn hint(binaries: &Binaries, user: Option<&RunAs>) -> String {
+pub(crate) fn hint(binaries: &Binaries, user: Option<&RunAs>) -> String {
     match untraversable(&binaries.bindir, user) {
         Some(blocked) => format!(
             "\nnote: user {} cannot enter {}, so it cannot run the binaries in {}; install \

@@ -25,6 +25,12 @@
 //! When running as root, the cluster runs as the `postgres` user (or `nobody`), because `initdb`
 //! refuses to run as root.
 //!
+//! # A server of a test's own
+//!
+//! A test that must stop or crash its server (to see what clients do when it goes away) takes a
+//! [`PrivateCluster`] instead: a cluster of its own, on a port that survives restarts, removed
+//! when it is dropped. It never touches the shared cluster or `DATABASE_URL`'s server.
+//!
 //! # Example
 //!
 //! ```
@@ -44,12 +50,15 @@
 mod binaries;
 mod cluster;
 mod db;
+pub mod pgbouncer;
+mod private;
 mod probe;
 mod user;
 
 use std::sync::OnceLock;
 
 pub use db::TestDb;
+pub use private::PrivateCluster;
 
 /// The environment variable naming an existing server to test against instead of a throwaway
 /// cluster.
