@@ -277,14 +277,14 @@ fn pool_expr(arg: Option<&HandleArg>) -> TokenStream {
 }
 
 fn rewrite_advisory(func: ItemFn, args: &AdvisoryArgs, handle: Option<HandleArg>) -> TokenStream {
+    let name = func.sig.ident.to_string();
+    let path = quote!(::core::concat!(::core::module_path!(), "::", #name));
     let id = match &args.id {
         Some(id) => id.to_token_stream(),
-        None => {
-            let name = func.sig.ident.to_string();
-            quote!(::core::concat!(::core::module_path!(), "::", #name))
-        }
+        None => path.clone(),
     };
-    let mut lock = quote!(::pglock::__private::advisory(#id));
+    // The function's path goes into the context comment of the statements that wait.
+    let mut lock = quote!(::pglock::__private::advisory(#id).function(#path));
     if args.shared {
         lock.extend(quote!(.shared()));
     }

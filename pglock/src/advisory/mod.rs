@@ -4,6 +4,7 @@ mod guard;
 mod orphan;
 mod sql;
 
+use std::borrow::Cow;
 use std::panic::resume_unwind;
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
             xact: false,
         },
         wait: Wait::ServerDefault,
+        function: None,
     }
 }
 
@@ -65,6 +67,7 @@ pub struct Advisory {
     id: LockId,
     mode: Mode,
     wait: Wait,
+    function: Option<Cow<'static, str>>,
 }
 
 impl Advisory {
@@ -109,6 +112,20 @@ impl Advisory {
     /// or an `Option<Duration>` whose `None` waits forever.
     pub fn wait(mut self, wait: impl Into<Wait>) -> Self {
         self.wait = wait.into();
+        self
+    }
+
+    /// Name the code that takes the lock, for listings: a statement that waits for the lock
+    /// starts with a `/*pga_context={"lock":..,"fn":..}*/` comment naming the lock and this,
+    /// which [`locks()`](crate::locks) shows as [`Activity::context`](crate::Activity::context)
+    /// (as django-pgactivity's listings do). The attribute sets it to the function's path.
+    ///
+    /// Only statements that pglock sends as plain text carry the comment: waits on a pool, and
+    /// timed waits inside your transaction. Waits on a borrowed connection and `NoWait`
+    /// attempts are prepared statements with a fixed text (a comment naming each lock would
+    /// prepare a statement per lock, costing a round trip), so they carry none.
+    pub fn function(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.function = Some(name.into());
         self
     }
 
@@ -363,6 +380,11 @@ impl Advisory {
         }
     }
 
+    /// The context comment of the statements that wait for this lock.
+    fn context(&self) -> String {
+        sql::context_comment(self.id.name(), self.function.as_deref())
+    }
+
     async fn send(
         &self,
         guard: &mut AdvisoryGuard<'_>,
@@ -396,7 +418,7 @@ impl Advisory {
                     server_version,
                     tag: canceller.as_ref().map(orphan::CancelOnDrop::tag),
                 };
-                let statement = sql::wait_simple(self.mode, key, timeout_ms, on);
+                let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
                 let result = sqlx::raw_sql(AssertSqlSafe(statement))
                     .execute(&mut **conn)
                     .await;
@@ -406,8 +428,8 @@ impl Advisory {
                 result
             }
             Wait::Limit(_) if conn.is_in_transaction() => {
-                let statement =
-                    sql::wait_simple(self.mode, key, timeout_ms, WaitOn::CallerTransaction);
+                let on = WaitOn::CallerTransaction;
+                let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
                 let result = sqlx::raw_sql(AssertSqlSafe(statement))
                     .execute(&mut **conn)
                     .await;

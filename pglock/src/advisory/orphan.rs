@@ -6,8 +6,7 @@
 //! setting: the backend would keep waiting, get the lock when its holder lets go, and only then
 //! find out that nobody is listening (and release it as it exits).
 //!
-//! So on those servers the wait's statement starts with a comment carrying a tag unique to this
-//! wait, and dropping the wait sends, from a short-lived connection of its own, a
+//! So on those servers the wait's statement carries a comment with a tag unique to this wait, and dropping the wait sends, from a short-lived connection of its own, a
 //! `pg_cancel_backend` to whichever backend runs a statement with that tag. Cancelling ends the
 //! wait; the backend then finds the socket closed and exits. This costs nothing while nobody
 //! drops a wait: the comment is a few bytes of the one message the wait sends anyway.
@@ -24,7 +23,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 const LOOK_EVERY: Duration = Duration::from_millis(50);
 const LOOKS: u32 = 40;
 
-/// The comment that starts a tagged statement.
+/// The comment that marks a tagged statement.
 pub(super) fn comment(tag: u64) -> String {
     format!("/* pglock wait {tag:016x} */")
 }
@@ -93,7 +92,7 @@ async fn try_cancel(pool: &PgPool, tag: u64) -> Result<(), sqlx::Error> {
     for _ in 0..LOOKS {
         let cancelled: Vec<bool> = sqlx::query_scalar(
             "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
-             WHERE pid <> pg_backend_pid() AND starts_with(query, $1)",
+             WHERE pid <> pg_backend_pid() AND strpos(query, $1) > 0",
         )
         .bind(&prefix)
         .fetch_all(&mut conn)

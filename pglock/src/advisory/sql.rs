@@ -132,10 +132,11 @@ pub(crate) fn wait_simple(
     key: AdvisoryKey,
     timeout_ms: Option<u32>,
     on: WaitOn,
+    context: &str,
 ) -> String {
     let ms = timeout_ms.map(|ms| format!("'{ms}'"));
     let wait = wait_statement(mode, ms.as_deref(), &key_literals(key));
-    match on {
+    let message = match on {
         WaitOn::Owned {
             server_version,
             tag,
@@ -154,7 +155,45 @@ pub(crate) fn wait_simple(
         WaitOn::CallerTransaction => {
             format!("SAVEPOINT {SAVEPOINT}; {wait}; RELEASE SAVEPOINT {SAVEPOINT}")
         }
+    };
+    format!("{context}{message}")
+}
+
+/// The django-pgactivity context comment that starts a wait's message:
+/// `/*pga_context={"lock":"<id>","fn":"<function>"}*/` and a newline.
+///
+/// The id is the caller's text, so it is written as a JSON string in which no `*` appears (it
+/// is escaped as `\u002a`, which JSON reads back as `*`): without a `*`, the text can neither
+/// close the comment (`*/`) nor open a nested one (`/*`), and django-pgactivity's pattern
+/// (which allows no `*` inside) still recognises it.
+pub(crate) fn context_comment(lock: &str, function: Option<&str>) -> String {
+    let mut out = String::from("/*pga_context={\"lock\":");
+    json_string(&mut out, lock);
+    if let Some(function) = function {
+        out.push_str(",\"fn\":");
+        json_string(&mut out, function);
     }
+    out.push_str("}*/\n");
+    out
+}
+
+fn json_string(out: &mut String, text: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '*' => out.push_str("\\u002a"),
+            c if c.is_control() => {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    write!(out, "\\u{unit:04x}").expect("writing to a String");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Whether a server of this version (`server_version_num`) notices a client gone mid-wait.
@@ -228,16 +267,43 @@ mod tests {
             server_version: Some(v),
             tag: Some(0xfeed),
         };
-        let new = wait_simple(SESSION, key, None, on(140_000));
+        let new = wait_simple(SESSION, key, None, on(140_000), "");
         assert!(
             new.starts_with("SELECT set_config('client_connection"),
             "{new}"
         );
-        let old = wait_simple(SESSION, key, None, on(130_012));
+        let old = wait_simple(SESSION, key, None, on(130_012), "");
         assert!(!old.contains("client_connection"), "{old}");
         assert!(
             old.starts_with("/* pglock wait 000000000000feed */ SELECT pg_advisory_lock("),
             "{old}"
         );
+    }
+
+    #[test]
+    fn context_comments_cannot_be_closed_or_nested_by_the_id() {
+        assert_eq!(
+            context_comment("nightly", Some("app::jobs::run")),
+            "/*pga_context={\"lock\":\"nightly\",\"fn\":\"app::jobs::run\"}*/\n"
+        );
+        let nasty = "*/ DROP TABLE x; /* \"q\" \\ \n\0\u{7f} é";
+        let comment = context_comment(nasty, None);
+        let inner = comment
+            .strip_prefix("/*pga_context=")
+            .and_then(|rest| rest.strip_suffix("*/\n"))
+            .unwrap();
+        assert!(!inner.contains('*'), "{inner}");
+        assert_eq!(
+            inner,
+            "{\"lock\":\"\\u002a/ DROP TABLE x; /\\u002a \\\"q\\\" \\\\ \\u000a\\u0000\\u007f é\"}"
+        );
+        let message = wait_simple(
+            SESSION,
+            AdvisoryKey::BigInt(1),
+            None,
+            WaitOn::CallerTransaction,
+            &comment,
+        );
+        assert!(message.starts_with(&comment), "{message}");
     }
 }
