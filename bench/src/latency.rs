@@ -1,0 +1,406 @@
+//! Sections 1-3: the floor, uncontended acquire + release in every mode and through every form
+//! (runtime, attribute, pool), and the Rust peers, all measured in interleaved rounds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey};
+use sqlx::{Connection as _, PgConnection, PgPool};
+
+use crate::Res;
+use crate::attributed as attr;
+use crate::roundtrips::Counts;
+use crate::stats::Samples;
+
+/// What a measurement is held to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// It is the floor, or a variant of it.
+    Floor,
+    /// Within `1.1 ×` this many floors.
+    Floors(f64),
+    /// No more than `1.03 ×` the named runtime form: "costs nothing measurable".
+    SameAs(Op),
+    /// Reported for comparison, with no target.
+    Info,
+}
+
+/// The waiting modes of a session lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The server's `lock_timeout` (the builder's default).
+    Default,
+    /// `wait_forever()` / `timeout = None`.
+    Forever,
+    /// `nowait()` / `timeout = "0s"`.
+    Try,
+    /// `timeout(5 s)`.
+    Timed,
+    /// `shared()`, waiting as the server's `lock_timeout` allows.
+    Shared,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Default => "wait (server lock_timeout)",
+            Mode::Forever => "wait forever (timeout None)",
+            Mode::Try => "timeout 0 (try)",
+            Mode::Timed => "timeout 5s",
+            Mode::Shared => "shared",
+        }
+    }
+
+    fn lock(self, key: i64) -> pglock::Advisory {
+        let lock = pglock::advisory(key);
+        match self {
+            Mode::Default => lock,
+            Mode::Forever => lock.wait_forever(),
+            Mode::Try => lock.nowait(),
+            Mode::Timed => lock.timeout(Duration::from_secs(5)),
+            Mode::Shared => lock.shared(),
+        }
+    }
+}
+
+/// Transaction-level modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XactMode {
+    Default,
+    Try,
+    Timed,
+}
+
+impl XactMode {
+    fn name(self) -> &'static str {
+        match self {
+            XactMode::Default => "xact, wait",
+            XactMode::Try => "xact, timeout 0",
+            XactMode::Timed => "xact, timeout 5s",
+        }
+    }
+
+    fn lock(self, key: i64) -> pglock::Advisory {
+        let lock = pglock::advisory(key).xact();
+        match self {
+            XactMode::Default => lock,
+            XactMode::Try => lock.nowait(),
+            XactMode::Timed => lock.timeout(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// One measured operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    SelectPrepared,
+    SelectSimple,
+    Runtime(Mode),
+    RuntimeXact(XactMode),
+    Attr(Mode),
+    AttrXact,
+    Pool(Mode),
+    PoolXactScope,
+    AttrPool,
+    SqlxLock,
+    RawLock,
+    NaiveTimed,
+    RawXact,
+    /// `RuntimeXact(Default)` with its BEGIN and COMMIT timed too, as django-pglock's xact is.
+    RuntimeXactWhole,
+}
+
+/// Every operation, in report order.
+pub const ALL: &[Op] = &[
+    Op::SelectPrepared,
+    Op::SelectSimple,
+    Op::Runtime(Mode::Default),
+    Op::Runtime(Mode::Forever),
+    Op::Runtime(Mode::Try),
+    Op::Runtime(Mode::Timed),
+    Op::Runtime(Mode::Shared),
+    Op::RuntimeXact(XactMode::Default),
+    Op::RuntimeXact(XactMode::Try),
+    Op::RuntimeXact(XactMode::Timed),
+    Op::Attr(Mode::Default),
+    Op::Attr(Mode::Forever),
+    Op::Attr(Mode::Try),
+    Op::Attr(Mode::Timed),
+    Op::Attr(Mode::Shared),
+    Op::AttrXact,
+    Op::Pool(Mode::Default),
+    Op::Pool(Mode::Try),
+    Op::Pool(Mode::Timed),
+    Op::PoolXactScope,
+    Op::AttrPool,
+    Op::SqlxLock,
+    Op::RawLock,
+    Op::NaiveTimed,
+    Op::RawXact,
+    Op::RuntimeXactWhole,
+];
+
+impl Op {
+    pub fn section(self) -> &'static str {
+        match self {
+            Op::SelectPrepared | Op::SelectSimple => "1. Floor",
+            Op::Runtime(_) | Op::RuntimeXact(_) => "2a. Runtime API on a held `&mut PgConnection`",
+            Op::Attr(_) | Op::AttrXact => "2b. Attribute on a held connection",
+            Op::Pool(_) | Op::PoolXactScope | Op::AttrPool => {
+                "2c. Through `&PgPool` (pool checkout included)"
+            }
+            Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
+                "3. Peers (same connection, same run)"
+            }
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Op::SelectPrepared => "`SELECT 1`, prepared (extended protocol) = **floor**".into(),
+            Op::SelectSimple => "`SELECT 1`, simple query protocol".into(),
+            Op::Runtime(mode) => format!("acquire + release, {}", mode.name()),
+            Op::RuntimeXact(mode) => format!("{}: acquire + release in a tx (¹)", mode.name()),
+            Op::Attr(mode) => format!("`#[advisory]`, {}", mode.name()),
+            Op::AttrXact => "`#[advisory(xact)]` on `&mut Transaction` (¹)".into(),
+            Op::Pool(mode) => format!("pool: acquire + release, {}", mode.name()),
+            Op::PoolXactScope => "pool: `xact().scope(pool, ..)` (BEGIN, lock, COMMIT)".into(),
+            Op::AttrPool => "pool: `#[advisory]` on `&PgPool`, wait".into(),
+            Op::SqlxLock => "sqlx `PgAdvisoryLock`: acquire + `release_now`".into(),
+            Op::RawLock => "raw SQL: `pg_advisory_lock($1)` + `pg_advisory_unlock($1)`".into(),
+            Op::NaiveTimed => "raw SQL: naive timed lock (SET; lock; RESET; unlock)".into(),
+            Op::RawXact => "raw SQL: `pg_advisory_xact_lock($1)` in a tx (¹)".into(),
+            Op::RuntimeXactWhole => {
+                "pglock xact, wait, with BEGIN + COMMIT timed (as django's xact)".into()
+            }
+        }
+    }
+
+    pub fn target(self) -> Target {
+        match self {
+            Op::SelectPrepared | Op::SelectSimple => Target::Floor,
+            Op::Runtime(_) => Target::Floors(2.0),
+            Op::RuntimeXact(_) => Target::Floors(1.0),
+            Op::Attr(mode) => Target::SameAs(Op::Runtime(mode)),
+            Op::AttrXact => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
+            Op::AttrPool => Target::SameAs(Op::Pool(Mode::Default)),
+            Op::Pool(_) | Op::PoolXactScope => Target::Info,
+            Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
+                Target::Info
+            }
+        }
+    }
+
+    /// The same lock by hand through sqlx, to tell pglock's cost from the server's.
+    pub fn raw_peer(self) -> Option<Op> {
+        match self {
+            Op::Runtime(_) | Op::Attr(_) | Op::Pool(_) | Op::AttrPool | Op::SqlxLock => {
+                Some(Op::RawLock)
+            }
+            Op::RuntimeXact(_) | Op::AttrXact => Some(Op::RawXact),
+            _ => None,
+        }
+    }
+
+    /// A key of its own, so no two operations touch the same lock.
+    fn key(self) -> i64 {
+        let index = ALL.iter().position(|op| *op == self).expect("listed");
+        1000 + index as i64
+    }
+}
+
+/// The handles an operation runs on.
+pub struct Cx {
+    pub conn: PgConnection,
+    pub pool: PgPool,
+    /// When counting round trips: the proxy's counts, and where the last operation's timed part
+    /// began and ended when that is not the whole operation (transaction-level locks).
+    pub counts: Option<Arc<Counts>>,
+    pub timed_part: Option<((u64, u64), (u64, u64))>,
+}
+
+impl Cx {
+    pub fn new(conn: PgConnection, pool: PgPool) -> Cx {
+        Cx {
+            conn,
+            pool,
+            counts: None,
+            timed_part: None,
+        }
+    }
+}
+
+/// Runs `op` once and returns the time of the part that counts (for transaction-level locks, the
+/// lock alone: BEGIN and COMMIT are not timed).
+pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
+    let key = op.key();
+    cx.timed_part = None;
+    if let Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact = op {
+        let counts = cx.counts.clone();
+        let snapshot = || counts.as_ref().map_or((0, 0), |c| c.snapshot());
+        let mut tx = cx.conn.begin().await?;
+        let before = snapshot();
+        let start = Instant::now();
+        match op {
+            Op::RuntimeXact(mode) => {
+                let guard = mode.lock(key).acquire(&mut tx).await?;
+                guard.release().await?;
+            }
+            Op::AttrXact => attr::xact(&mut tx).await?,
+            _ => {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let elapsed = start.elapsed();
+        let after = snapshot();
+        tx.commit().await?;
+        cx.timed_part = Some((before, after));
+        return Ok(elapsed);
+    }
+    let conn = &mut cx.conn;
+    let start = Instant::now();
+    match op {
+        Op::SelectPrepared => {
+            let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
+        }
+        Op::SelectSimple => {
+            sqlx::raw_sql("SELECT 1").execute(&mut *conn).await?;
+        }
+        Op::Runtime(mode) => {
+            let guard = mode.lock(key).acquire(&mut *conn).await?;
+            guard.release().await?;
+        }
+        Op::Attr(mode) => match mode {
+            Mode::Default => attr::wait_default(conn).await?,
+            Mode::Forever => attr::wait_forever(conn).await?,
+            Mode::Try => attr::try_once(conn).await?,
+            Mode::Timed => attr::timed(conn).await?,
+            Mode::Shared => attr::shared(conn).await?,
+        },
+        Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact => unreachable!("handled above"),
+        Op::RuntimeXactWhole => {
+            let mut tx = conn.begin().await?;
+            let guard = XactMode::Default.lock(key).acquire(&mut tx).await?;
+            guard.release().await?;
+            tx.commit().await?;
+        }
+        Op::Pool(mode) => {
+            let guard = mode.lock(key).acquire(&cx.pool).await?;
+            guard.release().await?;
+        }
+        Op::PoolXactScope => {
+            pglock::advisory(key)
+                .xact()
+                .scope(&cx.pool, async |_conn| Ok::<_, pglock::Error>(()))
+                .await?;
+        }
+        Op::AttrPool => attr::on_pool(&cx.pool).await?,
+        Op::SqlxLock => {
+            let lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(key));
+            let guard = lock.acquire(&mut *conn).await?;
+            guard.release_now().await?;
+        }
+        Op::RawLock => {
+            raw_lock(conn, key).await?;
+            raw_unlock(conn, key).await?;
+        }
+        Op::NaiveTimed => {
+            sqlx::query("SET lock_timeout = '5s'")
+                .execute(&mut *conn)
+                .await?;
+            raw_lock(conn, key).await?;
+            sqlx::query("RESET lock_timeout")
+                .execute(&mut *conn)
+                .await?;
+            raw_unlock(conn, key).await?;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+async fn raw_lock(conn: &mut PgConnection, key: i64) -> Res<()> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn raw_unlock(conn: &mut PgConnection, key: i64) -> Res<()> {
+    let held: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    if held {
+        Ok(())
+    } else {
+        Err("pg_advisory_unlock found the lock not held".into())
+    }
+}
+
+/// Samples of every operation, in `ALL`'s order.
+pub struct Latencies {
+    pub samples: Vec<Samples>,
+}
+
+impl Latencies {
+    pub fn new() -> Self {
+        Latencies {
+            samples: vec![Samples::default(); ALL.len()],
+        }
+    }
+
+    pub fn of(&self, op: Op) -> &Samples {
+        &self.samples[ALL.iter().position(|o| *o == op).expect("listed")]
+    }
+
+    /// The median of the floor, in µs.
+    pub fn floor(&self) -> f64 {
+        self.of(Op::SelectPrepared).median()
+    }
+}
+
+/// Runs `rounds` rounds; in each, every operation runs `batch` times, the order rotating by one
+/// every round so that no operation always follows the same one.
+pub async fn rounds(cx: &mut Cx, out: &mut Latencies, rounds: usize, batch: usize) -> Res<()> {
+    for round in 0..rounds {
+        for i in 0..ALL.len() {
+            let index = (i + round) % ALL.len();
+            for _ in 0..batch {
+                let elapsed = once(ALL[index], cx).await?;
+                out.samples[index].push(elapsed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs every operation a few times, unrecorded: connections open, statements get prepared.
+pub async fn warm_up(cx: &mut Cx) -> Res<()> {
+    for op in ALL {
+        for _ in 0..20 {
+            once(*op, cx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Warm-up of the floor alone, for runs that skip the latency section.
+pub async fn warm_up_floor(cx: &mut Cx) -> Res<()> {
+    for _ in 0..50 {
+        once(Op::SelectPrepared, cx).await?;
+    }
+    Ok(())
+}
+
+/// The floor alone, `n` times.
+pub async fn floor_only(cx: &mut Cx, out: &mut Latencies, n: usize) -> Res<()> {
+    for _ in 0..n {
+        let elapsed = once(Op::SelectPrepared, cx).await?;
+        out.samples[0].push(elapsed);
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! `cargo run -p pglock-bench --release [-- --quick] [-- --only <section>]`
+//!
+//! Measures pglock against DESIGN.md's performance targets in one run, on a fresh database of
+//! the test harness's server (`DATABASE_URL`, or the throwaway cluster), and prints markdown
+//! tables with each figure, its ratio to the floor measured in the same run, its target and
+//! whether it is met. Sections: `latency` (floor, every mode and form, peers, django-pglock),
+//! `contention`, `prioritize`, `inspect`.
+
+mod attributed;
+mod contention;
+mod django;
+mod inspect;
+mod latency;
+mod prioritize;
+mod report;
+mod roundtrips;
+mod stats;
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{ConnectOptions as _, Connection as _};
+
+use report::Report;
+
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const SECTIONS: &[&str] = &["latency", "contention", "prioritize", "inspect"];
+
+/// How much of everything to do.
+struct Plan {
+    quick: bool,
+    only: Option<String>,
+    latency_rounds: usize,
+    latency_batch: usize,
+    django_runs: usize,
+    django_n: usize,
+    contention_rounds: usize,
+    contention_window: Duration,
+    contention_clients: Vec<usize>,
+    contention_keys: Vec<contention::Keys>,
+    prioritize_reps: usize,
+    inspect_reps: usize,
+}
+
+impl Plan {
+    fn new(quick: bool, only: Option<String>) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                only,
+                latency_rounds: 8,
+                latency_batch: 10,
+                django_runs: 1,
+                django_n: 200,
+                contention_rounds: 1,
+                contention_window: Duration::from_secs(1),
+                contention_clients: vec![2, 32],
+                contention_keys: vec![contention::Keys::One, contention::Keys::Own],
+                prioritize_reps: 2,
+                inspect_reps: 3,
+            }
+        } else {
+            Plan {
+                quick,
+                only,
+                latency_rounds: 40,
+                latency_batch: 50,
+                django_runs: 3,
+                django_n: 1000,
+                contention_rounds: 3,
+                contention_window: Duration::from_secs(1),
+                contention_clients: contention::CLIENTS.to_vec(),
+                contention_keys: contention::KEYS.to_vec(),
+                prioritize_reps: 5,
+                inspect_reps: 10,
+            }
+        }
+    }
+
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == section)
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: pglock-bench [--quick] [--only <{}>]",
+        SECTIONS.join("|")
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(contention::WORKER) {
+        let url = args.get(1).unwrap_or_else(|| usage()).clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        if let Err(error) = runtime.block_on(contention::worker(&url)) {
+            eprintln!("pglock-bench worker: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let mut quick = false;
+    let mut only = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--only" => match args.next() {
+                Some(section) if SECTIONS.contains(&section.as_str()) => only = Some(section),
+                _ => usage(),
+            },
+            _ => usage(),
+        }
+    }
+    let plan = Plan::new(quick, only);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    match runtime.block_on(bench(plan)) {
+        Ok(report) => print!("{}", report.text),
+        Err(error) => {
+            eprintln!("pglock-bench: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn progress(what: &str) {
+    eprintln!("pglock-bench: {what}");
+}
+
+async fn bench(plan: Plan) -> Res<Report> {
+    let started = Instant::now();
+    let db = pglock_tests::TestDb::new().await;
+    let url = db.url().to_owned();
+    let mut admin = db.connect().await;
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&mut admin)
+        .await?;
+    let mut report = Report::default();
+    report.header(&[
+        format!(
+            "pglock-bench ({} mode), {} UTC, {} cores, {}",
+            if plan.quick { "quick" } else { "full" },
+            now_utc(),
+            std::thread::available_parallelism().map_or(0, usize::from),
+            version
+        ),
+        format!(
+            "Load average at the start (1, 5, 15 min): {}; other work shares this machine, hence the \
+             interleaved rounds.",
+            load_average()
+        ),
+        format!(
+            "Server and client on one machine over TCP loopback; {}; database {} (the test harness's {}).",
+            contention::pgbench_version().await,
+            db.name(),
+            if std::env::var_os("DATABASE_URL").is_some_and(|v| !v.is_empty()) {
+                "DATABASE_URL server"
+            } else {
+                "throwaway cluster"
+            }
+        ),
+    ]);
+
+    let mut cx = latency::Cx::new(db.connect().await, db.pool_with(2).await);
+    let mut lat = latency::Latencies::new();
+    if plan.runs("latency") {
+        progress("sections 1-3: latency (floor, modes, forms, peers)");
+        latency::warm_up(&mut cx).await?;
+        let round_trips = count_round_trips(&db.options()).await?;
+        let mut dj = django::Django::new();
+        let missing = django::missing();
+        let blocks = plan.django_runs.max(1);
+        for block in 0..blocks {
+            let rounds =
+                plan.latency_rounds / blocks + usize::from(block < plan.latency_rounds % blocks);
+            latency::rounds(&mut cx, &mut lat, rounds, plan.latency_batch).await?;
+            if missing.is_none() {
+                progress("django-pglock");
+                dj.run(&url, plan.django_n).await?;
+            }
+        }
+        report.line_pub("## 1-3. Uncontended acquire + release");
+        report.latency(&lat, &round_trips, missing.is_none().then_some(&dj));
+        if let Some(why) = missing {
+            report.django_missing(&why);
+        }
+    } else {
+        // A floor for the targets of later sections.
+        latency::warm_up_floor(&mut cx).await?;
+        latency::floor_only(&mut cx, &mut lat, 2000).await?;
+    }
+
+    if plan.runs("contention") {
+        progress("section 4: contention");
+        let mut rig = contention::Rig::open(&url).await?;
+        let mut results = Vec::new();
+        for keys in &plan.contention_keys {
+            for n in &plan.contention_clients {
+                results.push(contention::Cell {
+                    keys: *keys,
+                    clients: *n,
+                    rates: contention::DRIVERS
+                        .iter()
+                        .map(|d| (*d, Vec::new()))
+                        .collect(),
+                });
+            }
+        }
+        for round in 0..plan.contention_rounds {
+            for cell in &mut results {
+                // Rotate which driver goes first.
+                let count = cell.rates.len();
+                for i in 0..count {
+                    let (driver, rates) = &mut cell.rates[(i + round) % count];
+                    rates.push(
+                        rig.run(*driver, cell.keys, cell.clients, plan.contention_window)
+                            .await?,
+                    );
+                }
+            }
+        }
+        rig.close().await;
+        report.line_pub("## 4. Contention");
+        report.contention(&results);
+    }
+
+    if plan.runs("prioritize") {
+        progress("section 5: prioritize");
+        prioritize::setup(db.pool()).await?;
+        let connect = prioritize::connect_time(&url, 20).await?;
+        let outcomes = prioritize::run(&url, db.pool(), plan.prioritize_reps).await?;
+        let anatomy = prioritize::anatomy(&url, plan.prioritize_reps * 2).await?;
+        report.line_pub("## 5. Prioritize");
+        report.prioritize(&outcomes, lat.floor(), &connect, &anatomy);
+    }
+
+    if plan.runs("inspect") {
+        progress("section 6: inspection");
+        let holders = inspect::hold(&url).await?;
+        let outcome = inspect::run(db.pool(), plan.inspect_reps).await;
+        holders.release().await?;
+        report.line_pub("## 6. Inspection");
+        report.inspect(&outcome?);
+    }
+
+    report.misses_section();
+    report.line_pub(&format!(
+        "\nWhole run: {:.0} s. Load average at the end: {}.",
+        started.elapsed().as_secs_f64(),
+        load_average()
+    ));
+    let _ = cx.conn.close().await;
+    let _ = admin.close().await;
+    Ok(report)
+}
+
+/// Round trips and statement preparations of each operation, through the counting proxy.
+async fn count_round_trips(options: &PgConnectOptions) -> Res<Vec<(u64, u64)>> {
+    let upstream = format!("{}:{}", options.get_host(), options.get_port());
+    let proxy = roundtrips::start(upstream).await?;
+    let proxied = options
+        .clone()
+        .host("127.0.0.1")
+        .port(proxy.port)
+        .ssl_mode(PgSslMode::Disable);
+    let mut cx = latency::Cx::new(
+        proxied.connect().await?,
+        PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(proxied)
+            .await?,
+    );
+    cx.counts = Some(proxy.counts.clone());
+    latency::warm_up(&mut cx).await?;
+    let mut counts = Vec::with_capacity(latency::ALL.len());
+    for op in latency::ALL {
+        // Let a pool's background check-in of the previous call finish first.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (rt0, p0) = proxy.counts.snapshot();
+        latency::once(*op, &mut cx).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (rt1, p1) = proxy.counts.snapshot();
+        counts.push(match cx.timed_part {
+            Some(((rt0, p0), (rt1, p1))) => (rt1 - rt0, p1 - p0),
+            None => (rt1 - rt0, p1 - p0),
+        });
+    }
+    let _ = cx.conn.close().await;
+    cx.pool.close().await;
+    Ok(counts)
+}
+
+/// The median of a few figures.
+pub fn median_of(values: &[f64]) -> f64 {
+    let mut samples = stats::Samples::default();
+    for v in values {
+        samples.push_us(*v);
+    }
+    samples.median()
+}
+
+fn now_utc() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "date unknown".into())
+}
+
+/// The first three fields of `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
