@@ -154,4 +154,115 @@ mod tests {
             assert!(error.contains(reason), "{text}: {error}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        const UNITS: [(&str, u128); 5] = [
+            ("ms", 1_000_000),
+            ("s", NANOS_PER_SEC),
+            ("m", 60 * NANOS_PER_SEC),
+            ("min", 60 * NANOS_PER_SEC),
+            ("h", 3600 * NANOS_PER_SEC),
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any text at all: a duration or an error that says what is wrong, never a panic.
+            #[test]
+            fn arbitrary_text_never_panics(text in any::<String>()) {
+                match parse_text(&text) {
+                    Ok(dur) => prop_assert!(dur.nanos < 1_000_000_000),
+                    Err(message) => prop_assert!(!message.is_empty()),
+                }
+            }
+
+            /// Text made of the parser's own alphabet, where the edge cases live.
+            #[test]
+            fn text_from_the_duration_alphabet_never_panics(
+                text in "[ 0-9.\\-+eE_a-z\u{00e9}\u{0660}]{0,24}"
+            ) {
+                if let Err(message) = parse_text(&text) {
+                    prop_assert!(!message.is_empty());
+                }
+            }
+
+            /// `<whole>[.<fraction>]<unit>` parses to exactly that many nanoseconds (fractions
+            /// beyond a nanosecond dropped), with any surrounding whitespace.
+            #[test]
+            fn valid_forms_round_trip(
+                whole in 0u64..1_000_000,
+                fraction in "[0-9]{0,12}",
+                unit in 0usize..UNITS.len(),
+                pad in "[ \t]{0,2}",
+            ) {
+                let (suffix, per_unit) = UNITS[unit];
+                let text = if fraction.is_empty() {
+                    format!("{pad}{whole}{suffix}{pad}")
+                } else {
+                    format!("{pad}{whole}.{fraction}{suffix}{pad}")
+                };
+                let mut expected = u128::from(whole) * per_unit;
+                let mut scale = per_unit;
+                for digit in fraction.chars() {
+                    scale /= 10;
+                    expected += u128::from(digit.to_digit(10).unwrap()) * scale;
+                }
+                let parsed = parse_text(&text).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(parsed.as_nanos(), expected, "{:?}", text);
+                prop_assert_eq!(parsed.as_millis(), expected / 1_000_000);
+            }
+
+            /// A whole number of milliseconds written in each unit that divides it is the same
+            /// duration every way.
+            #[test]
+            fn units_agree(ms in 0u64..10_000_000) {
+                let from_ms = parse_text(&format!("{ms}ms")).unwrap();
+                let secs = format!("{}.{:03}s", ms / 1000, ms % 1000);
+                prop_assert_eq!(parse_text(&secs).unwrap(), from_ms);
+                if ms % 60_000 == 0 {
+                    prop_assert_eq!(parse_text(&format!("{}m", ms / 60_000)).unwrap(), from_ms);
+                }
+            }
+
+            /// A negative duration is refused as negative, whatever follows the sign.
+            #[test]
+            fn negatives_say_so(rest in "[0-9.a-z]{0,8}") {
+                let message = parse_text(&format!("-{rest}")).unwrap_err();
+                prop_assert!(message.contains("negative"), "{}", message);
+            }
+
+            /// A number with no unit, or a unit that is not one of ms, s, m, min, h, is refused
+            /// with a message that names the problem.
+            #[test]
+            fn missing_or_unknown_units_are_named(
+                number in "[0-9]{1,6}(\\.[0-9]{1,3})?",
+                unit in "[a-zA-Z]{1,4}",
+            ) {
+                let bare = parse_text(&number).unwrap_err();
+                prop_assert!(bare.contains("no unit"), "{}", bare);
+                if !["ms", "s", "m", "min", "h"].contains(&unit.as_str()) {
+                    let message = parse_text(&format!("{number}{unit}")).unwrap_err();
+                    prop_assert!(message.contains("unknown unit"), "{}", message);
+                }
+            }
+
+            /// Seconds written as attribute literals (`1`, `1.5`) go through the same exact
+            /// arithmetic as text with an `s`.
+            #[test]
+            fn numeric_literals_match_seconds_text(whole in 0u32..100_000, fraction in "[0-9]{1,6}") {
+                let text = format!("{whole}.{fraction}");
+                let literal: Expr = syn::parse_str(&text).unwrap();
+                prop_assert_eq!(parse(&literal).unwrap(), parse_text(&format!("{text}s")).unwrap());
+                let int: Expr = syn::parse_str(&whole.to_string()).unwrap();
+                prop_assert_eq!(
+                    parse(&int).unwrap().as_nanos(),
+                    u128::from(whole) * NANOS_PER_SEC
+                );
+            }
+        }
+    }
 }
