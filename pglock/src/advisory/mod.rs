@@ -165,6 +165,12 @@ impl Advisory {
     /// A timed wait that fails inside your transaction leaves that transaction usable (it runs
     /// in a savepoint); a wait bound only by the server's own `lock_timeout` does not.
     ///
+    /// A lock reported as timed out is not held: when Postgres grants a session-level lock
+    /// just as `lock_timeout` fires, it still reports the timeout, and pglock then unlocks it
+    /// (one more round trip, on that failure only). The one case it cannot: a wait bound by the
+    /// server's own `lock_timeout` inside your transaction, which the failure aborts; roll back
+    /// and check with [`locks()`](crate::locks) if you rely on that.
+    ///
     /// # Cancel safety
     /// What happens when this future is dropped before it completes (for example by
     /// `tokio::time::timeout` or `select!`) depends on the handle:
@@ -392,6 +398,9 @@ impl Advisory {
     ) -> Result<(), Error> {
         let key = self.id.key();
         let conn = guard.conn_mut();
+        // Whether statements can still run on the connection if the wait fails: not inside a
+        // transaction the failure aborted.
+        let mut usable_after_failure = !conn.is_in_transaction();
         let result = match self.wait {
             Wait::NoWait => {
                 let statement = sql::try_lock(self.mode, key);
@@ -428,6 +437,7 @@ impl Advisory {
                 result
             }
             Wait::Limit(_) if conn.is_in_transaction() => {
+                usable_after_failure = true;
                 let on = WaitOn::CallerTransaction;
                 let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
                 let result = sqlx::raw_sql(AssertSqlSafe(statement))
@@ -441,6 +451,7 @@ impl Advisory {
                         .await;
                     if let Err(error) = recovered {
                         tracing::warn!(lock = %self.id, %error, "pglock: could not roll back to the savepoint after a failed wait");
+                        usable_after_failure = false;
                     }
                 }
                 result
@@ -460,9 +471,36 @@ impl Advisory {
                 .await
             }
         };
-        result
+        let result = result
             .map(drop)
-            .map_err(|e| Error::acquiring(self.id.clone(), e))
+            .map_err(|e| Error::acquiring(self.id.clone(), e));
+        if matches!(result, Err(Error::LockTimeout { .. })) && !self.mode.xact {
+            if usable_after_failure {
+                self.undo_late_grant(conn).await;
+            } else {
+                tracing::warn!(lock = %self.id, "pglock: a session-level wait timed out in a transaction it aborted; if the lock was granted as the timeout fired, the session holds it until it ends or unlocks it");
+            }
+        }
+        result
+    }
+
+    /// Postgres arms `lock_timeout` when a backend starts to wait. If the lock is granted just
+    /// as the timer fires, the backend holds the lock *and* raises the timeout at its next
+    /// interrupt check. A transaction-level lock goes with the failed (sub)transaction; a
+    /// session-level one stays. So after a timed-out session-level wait, unlock it if the session
+    /// holds it (it did not before: a session that holds a lock gets it again without waiting).
+    /// Only the failure path pays this round trip.
+    async fn undo_late_grant(&self, conn: &mut PgConnection) {
+        let statement = sql::unlock_if_held(self.mode, self.id.key());
+        match sqlx::raw_sql(AssertSqlSafe(statement)).execute(conn).await {
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::debug!(lock = %self.id, "pglock: a lock granted as its wait timed out was released");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(lock = %self.id, %error, "pglock: could not check for a lock granted as its wait timed out; the session may hold it");
+            }
+        }
     }
 }
 

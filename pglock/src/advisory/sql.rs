@@ -196,6 +196,27 @@ fn json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// Unlock a session-level lock if, and only if, this session holds it in this mode, without the
+/// warning `pg_advisory_unlock` gives for a lock not held. Returns a row per lock released (0
+/// or 1). Values written out: the key as typed literals, its `pg_locks` halves as `oid`s.
+pub(crate) fn unlock_if_held(mode: Mode, key: AdvisoryKey) -> String {
+    let (classid, objid) = key.to_pg_locks_id();
+    let lock_mode = if mode.shared {
+        "ShareLock"
+    } else {
+        "ExclusiveLock"
+    };
+    format!(
+        "SELECT {}({}) FROM pg_locks \
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
+         AND classid = '{classid}'::oid AND objid = '{objid}'::oid AND objsubid = {} \
+         AND mode = '{lock_mode}'",
+        mode.unlock_fn(),
+        key_literals(key),
+        key.pg_locks_objsubid(),
+    )
+}
+
 /// Whether a server of this version (`server_version_num`) notices a client gone mid-wait.
 pub(crate) fn has_client_check(server_version: Option<u32>) -> bool {
     server_version.is_some_and(|v| v >= CLIENT_CHECK_SINCE)
@@ -305,5 +326,25 @@ mod tests {
             &comment,
         );
         assert!(message.starts_with(&comment), "{message}");
+    }
+
+    #[test]
+    fn unlock_if_held_names_the_pg_locks_row() {
+        let shared = Mode {
+            shared: true,
+            xact: false,
+        };
+        let statement = unlock_if_held(shared, AdvisoryKey::BigInt(-1));
+        assert!(
+            statement.starts_with("SELECT pg_advisory_unlock_shared((-1)::bigint) FROM pg_locks"),
+            "{statement}"
+        );
+        assert!(
+            statement.contains(
+                "classid = '4294967295'::oid AND objid = '4294967295'::oid AND objsubid = 1 \
+                 AND mode = 'ShareLock'"
+            ),
+            "{statement}"
+        );
     }
 }
