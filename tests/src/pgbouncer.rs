@@ -30,13 +30,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How many ports to try when the one picked was taken in the meantime.
 const START_ATTEMPTS: u32 = 5;
 
-/// Stops the PgBouncer `$2` once the test process `$1` is gone, in case it died without running
-/// [`PgBouncer`]'s `Drop` (killed by a signal or a test timeout). Checks that `$2` is still a
-/// pgbouncer, so a reused pid is left alone.
+/// Stops the PgBouncer `$2` and removes its directory `$3` once the test process `$1` is gone,
+/// in case it died without running [`PgBouncer`]'s `Drop` (killed by a signal or a test
+/// timeout). Checks that `$2` is still a pgbouncer, so a reused pid is left alone. Exits at once
+/// when the bouncer goes first (dropped: `Drop` removed the directory).
 const WATCHDOG_SCRIPT: &str = r#"
-test=$1 bouncer=$2
+test=$1 bouncer=$2 dir=$3
 while kill -0 "$test" 2>/dev/null && kill -0 "$bouncer" 2>/dev/null; do sleep 0.5; done
+kill -0 "$test" 2>/dev/null && exit 0
 if grep -q pgbouncer "/proc/$bouncer/cmdline" 2>/dev/null; then kill -9 "$bouncer" 2>/dev/null; fi
+rm -rf "$dir"
 "#;
 
 /// A PgBouncer of its own, in `pool_mode = transaction`, in front of one [`TestDb`] database: the
@@ -272,7 +275,7 @@ fn start(
                 user.as_ref().map_or("ourselves", |user| user.name.as_str())
             )
         });
-        spawn_watchdog(child.id());
+        spawn_watchdog(child.id(), &dir);
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -499,13 +502,14 @@ fn log_since(log: &Path, from: u64) -> String {
 
 /// Starts the detached watchdog (see [`WATCHDOG_SCRIPT`]). It is never waited for: it may
 /// outlive this process by design, and init reaps it.
-fn spawn_watchdog(bouncer: u32) {
+fn spawn_watchdog(bouncer: u32, dir: &Path) {
     let _ = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG_SCRIPT)
         .arg("pglock-bouncer-watchdog")
         .arg(std::process::id().to_string())
         .arg(bouncer.to_string())
+        .arg(dir)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
