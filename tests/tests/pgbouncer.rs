@@ -36,6 +36,15 @@ async fn session_of(conn: &mut PgConnection) -> (i32, String) {
     (row.get(0), row.get(1))
 }
 
+/// The port the server itself listens on, as the session it runs on sees it.
+async fn server_port(conn: &mut PgConnection) -> u16 {
+    let row = sqlx::raw_sql("SELECT inet_server_port()")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("inet_server_port()");
+    u16::try_from(row.get::<i32, _>(0)).expect("a port")
+}
+
 /// Starts a transaction with the simple protocol, returns the server session it runs on.
 async fn begin_raw(conn: &mut PgConnection) -> i32 {
     sqlx::raw_sql("BEGIN")
@@ -471,6 +480,15 @@ async fn a_client_of_the_bouncer_is_moved_between_server_sessions() {
     run(&mut busy, "BEGIN").await;
     assert_eq!(session_of(&mut direct).await.0, one);
     run(&mut busy, "COMMIT").await;
+
+    // What a client can always see, but which does not tell the pooling mode: the server's own
+    // port differs from the one the client connected to (so does any proxy's or port mapping's).
+    assert_ne!(server_port(&mut a).await, bouncer.port());
+    assert_eq!(
+        server_port(&mut direct).await,
+        db.options().get_port(),
+        "a direct connection reaches the port it asked for"
+    );
 }
 
 /// A dropped wait through the bouncer: pglock closes its client connection, and the bouncer
