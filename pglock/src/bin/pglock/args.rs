@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-const EXAMPLES: &str = "\
+pub const EXAMPLES: &str = "\
 Examples:
   pglock                                  locks of $DATABASE_URL's database, waits first
   pglock -d postgres://localhost/app -e   one block per lock, with full queries
@@ -25,8 +25,17 @@ Filters (-f key=value; lists are comma-separated):
   activity__duration__gt(e), and with --blocking: blocking_activity_id(__in),
   blocking_activity__duration__gt(e). Durations: 30, 1.5s, 500ms, 1 minute, 2h 30m.
 
+Attributes (-a; default: activity_id, activity__duration, granted, mode, type, target,
+activity__context, activity__query):
+  activity_id, type, mode, granted, wait_start, wait_duration, rel_kind, rel_name, relation,
+  advisory_key, transaction_id, target; activity__FIELD, and with --blocking
+  blocking_activity_id and blocking_activity__FIELD, where FIELD is one of: id, duration, query,
+  context, state, start, xact_start, xact_duration, backend_start, state_change,
+  wait_event_type, wait_event, application_name, user, client_addr, client_hostname,
+  client_port, backend_type, leader_pid.
+
 Configs (pglock.toml in the working directory, or --config-file):
-  limit = 50                                 # defaults for every run
+  limit = 50                                # defaults for every run
   attributes = [\"activity_id\", \"mode\", \"target\", \"activity__query\"]
   [configs.kill-long-blocking]              # pglock -c kill-long-blocking
   filters = [\"blocking_activity__duration__gt=1 minute\"]

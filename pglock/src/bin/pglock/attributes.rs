@@ -346,6 +346,22 @@ mod tests {
     }
 
     #[test]
+    fn help_names_every_attribute() {
+        let help = crate::args::EXAMPLES.replace('\n', " ");
+        for name in LOCK.iter().chain(ACTIVITY) {
+            let listed = [" ", ", "].iter().any(|before| {
+                [",", ";", "."]
+                    .iter()
+                    .any(|after| help.contains(&format!("{before}{name}{after}")))
+            });
+            assert!(listed, "{name} is not in --help");
+        }
+        for name in DEFAULT {
+            assert!(help.contains(name), "{name}");
+        }
+    }
+
+    #[test]
     fn unknown_and_blocking_attributes_are_refused_with_the_known_ones() {
         let names = |list: &[&str]| list.iter().map(|&s| s.to_owned()).collect::<Vec<_>>();
         assert_eq!(check(&names(DEFAULT), false), Ok(()));
