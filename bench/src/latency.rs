@@ -363,12 +363,19 @@ impl Latencies {
     }
 }
 
-/// Runs `rounds` rounds; in each, every operation runs `batch` times, the order rotating by one
-/// every round so that no operation always follows the same one.
+/// Runs `rounds` rounds; in each, every operation runs `batch` times, in an order shuffled anew
+/// every round, so that no operation always follows the same one (an operation can leave work
+/// behind for the next: a pool's background check-in, say). With `batch` 1 a round takes a few
+/// milliseconds, so every operation sees the same mix of the machine's noise: on a loaded machine
+/// round trips are bimodal (the server backend scheduled at once, or after another process), and
+/// longer batches let one operation's median land in the slow mode and its neighbour's in the
+/// fast one.
 pub async fn rounds(cx: &mut Cx, out: &mut Latencies, rounds: usize, batch: usize) -> Res<()> {
-    for round in 0..rounds {
-        for i in 0..ALL.len() {
-            let index = (i + round) % ALL.len();
+    let mut order: Vec<usize> = (0..ALL.len()).collect();
+    let mut rng = Shuffler(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..rounds {
+        rng.shuffle(&mut order);
+        for &index in &order {
             for _ in 0..batch {
                 let elapsed = once(ALL[index], cx).await?;
                 out.samples[index].push(elapsed);
@@ -376,6 +383,26 @@ pub async fn rounds(cx: &mut Cx, out: &mut Latencies, rounds: usize, batch: usiz
         }
     }
     Ok(())
+}
+
+/// A xorshift generator: enough to vary the order of operations, reproducibly.
+struct Shuffler(u64);
+
+impl Shuffler {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fisher-Yates.
+    fn shuffle(&mut self, items: &mut [usize]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
 }
 
 /// Runs every operation a few times, unrecorded: connections open, statements get prepared.

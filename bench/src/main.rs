@@ -49,8 +49,8 @@ impl Plan {
             Plan {
                 quick,
                 only,
-                latency_rounds: 8,
-                latency_batch: 10,
+                latency_rounds: 400,
+                latency_batch: 1,
                 django_runs: 1,
                 django_n: 200,
                 contention_rounds: 1,
@@ -64,8 +64,8 @@ impl Plan {
             Plan {
                 quick,
                 only,
-                latency_rounds: 40,
-                latency_batch: 50,
+                latency_rounds: 2000,
+                latency_batch: 1,
                 django_runs: 3,
                 django_n: 1000,
                 contention_rounds: 3,
@@ -153,6 +153,7 @@ async fn bench(plan: Plan) -> Res<Report> {
             std::thread::available_parallelism().map_or(0, usize::from),
             version
         ),
+        format!("pglock built from {}.", source_state()),
         format!(
             "Load average at the start (1, 5, 15 min): {}; other work shares this machine, hence the \
              interleaved rounds.",
@@ -326,4 +327,34 @@ fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The commit the run was built from, and whether pglock's sources differed from it.
+fn source_state() -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "an unknown commit".into();
+    };
+    let library = [
+        "pglock/src",
+        ":(exclude)pglock/src/bin",
+        "pglock-macros/src",
+    ];
+    match git(&[&["status", "--porcelain", "--"][..], &library[..]].concat()) {
+        Some(changes) if changes.is_empty() => format!("commit {head}"),
+        Some(_) => {
+            format!("commit {head} plus uncommitted changes to the library or macros")
+        }
+        None => format!("commit {head}"),
+    }
 }
