@@ -15,7 +15,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 /// How often, and how many times, the canceller looks for the abandoned statement. It may not
 /// have reached the server yet when the wait is dropped; after this long it never will (the
@@ -88,16 +88,20 @@ async fn cancel(pool: PgPool, tag: u64) {
 async fn try_cancel(pool: &PgPool, tag: u64) -> Result<(), sqlx::Error> {
     // Not a pool connection: the pool may be full, and this must not wait behind its users.
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    let prefix = comment(tag);
+    // A plain-text statement, not a prepared one: through a transaction pooler (PgBouncer
+    // before 1.21) prepared statements fail, and this must work there too. The tag is our own
+    // hex digits, so it is safe to write out.
+    let look = format!(
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND strpos(query, '{}') > 0",
+        comment(tag)
+    );
     for _ in 0..LOOKS {
-        let cancelled: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
-             WHERE pid <> pg_backend_pid() AND strpos(query, $1) > 0",
-        )
-        .bind(&prefix)
-        .fetch_all(&mut conn)
-        .await?;
-        if cancelled.contains(&true) {
+        let rows = sqlx::raw_sql(AssertSqlSafe(look.as_str()))
+            .fetch_all(&mut conn)
+            .await?;
+        let cancelled = rows.iter().any(|row| row.try_get(0).unwrap_or(false));
+        if cancelled {
             break;
         }
         tokio::time::sleep(LOOK_EVERY).await;
