@@ -17,8 +17,11 @@ pub struct Report {
 
 /// "within 1.1x of two floors" etc.: the slack DESIGN allows.
 const SLACK: f64 = 1.1;
-/// "the attribute costs nothing measurable": taken as within 3 % of the runtime form.
+/// "the attribute costs nothing measurable": taken as within 3 % of the runtime form, or within
+/// [`SAME_SLACK_US`] when that is more: medians of µs-scale round trips on a loaded machine move
+/// by a microsecond or two between identical operations.
 const SAME_SLACK: f64 = 1.03;
+const SAME_SLACK_US: f64 = 2.0;
 /// "well under a second": taken as at most 250 ms.
 const LISTING_LIMIT_MS: f64 = 250.0;
 /// Hand-offs per second within 1.2x of pgbench.
@@ -80,17 +83,20 @@ impl Report {
                 }
                 Target::SameAs(other) => {
                     let base = lat.of(other).median();
-                    let limit = SAME_SLACK * base;
+                    let limit = (SAME_SLACK * base).max(base + SAME_SLACK_US);
                     let met = median <= limit;
                     if !met {
                         self.misses.push(format!(
-                            "{}: {median:.0} µs vs {base:.0} µs for the runtime form ({:+.1} %), target ≤ +{:.0} %",
+                            "{}: {median:.0} µs vs {base:.0} µs for the runtime form ({:+.1} %), target ≤ +{:.0} % or +{SAME_SLACK_US} µs",
                             op.name(),
                             (median / base - 1.0) * 100.0,
                             (SAME_SLACK - 1.0) * 100.0
                         ));
                     }
-                    (format!("≤ {SAME_SLACK} × runtime ({base:.0})"), Some(met))
+                    (
+                        format!("≤ runtime ({base:.0}) + max(3 %, {SAME_SLACK_US} µs)"),
+                        Some(met),
+                    )
                 }
                 Target::Info => ("—".to_owned(), None),
             };
