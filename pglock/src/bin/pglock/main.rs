@@ -27,37 +27,45 @@ use crate::render::Style;
 /// How long connecting may take before the command gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// An error that ends the command: printed as one line on stderr, exit status 1.
+/// What ends the command early.
 #[derive(Debug)]
-pub struct Failure(String);
+pub enum Failure {
+    /// An error: printed as one line on stderr, exit status 1.
+    Error(String),
+    /// Whoever read the output left (`pglock | head`): nothing more to say, status 0.
+    ReaderGone,
+}
 
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Failure(message)
+        Failure::Error(message)
     }
 }
 
 impl From<&str> for Failure {
     fn from(message: &str) -> Self {
-        Failure(message.to_owned())
+        Failure::Error(message.to_owned())
     }
 }
 
 impl From<pglock::Error> for Failure {
     fn from(error: pglock::Error) -> Self {
-        Failure(error.to_string())
+        Failure::Error(error.to_string())
     }
 }
 
 impl From<sqlx::Error> for Failure {
     fn from(error: sqlx::Error) -> Self {
-        Failure(error.to_string())
+        Failure::Error(error.to_string())
     }
 }
 
 impl From<std::io::Error> for Failure {
     fn from(error: std::io::Error) -> Self {
-        Failure(format!("cannot write the output: {error}"))
+        match error.kind() {
+            std::io::ErrorKind::BrokenPipe => Failure::ReaderGone,
+            _ => Failure::Error(format!("cannot write the output: {error}")),
+        }
     }
 }
 
@@ -65,19 +73,18 @@ fn main() -> ExitCode {
     let options = args::Cli::parse().into_options();
     let outcome = config::load(options.config_file.as_deref())
         .and_then(|file| config::resolve(options, file, std::env::var("DATABASE_URL").ok()))
-        .map_err(Failure)
+        .map_err(Failure::Error)
         .and_then(|settings| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|error| Failure(format!("cannot start the runtime: {error}")))?
+                .map_err(|error| Failure::Error(format!("cannot start the runtime: {error}")))?
                 .block_on(run(&settings))
         });
     match outcome {
         Ok(code) => code,
-        // `pglock | head`: the reader left; nothing more to say.
-        Err(Failure(message)) if message.contains("Broken pipe") => ExitCode::SUCCESS,
-        Err(Failure(message)) => {
+        Err(Failure::ReaderGone) => ExitCode::SUCCESS,
+        Err(Failure::Error(message)) => {
             eprintln!("pglock: {}", message.replace(['\n', '\r'], " "));
             ExitCode::FAILURE
         }
