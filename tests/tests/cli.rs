@@ -1046,3 +1046,81 @@ async fn a_role_without_privilege_to_signal_gets_an_error_and_kills_nothing() {
     exec(&mut admin, &format!("DROP ROLE {role}")).await;
     admin.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminating_everything_spares_the_command_itself() {
+    let s = blocked().await;
+    // No filter: every backend with a lock in the database, which the command's own session
+    // also has while it lists. Signalling itself would fail the statement.
+    let ran = run(pglock(&["-d", &s.url, "--terminate", "-y"]), None).await;
+    assert_eq!(ran.ok(), "Terminated 2 queries\n", "{ran:#?}");
+    until_gone(s.db.pool(), s.holder_pid).await;
+    until_gone(s.db.pool(), s.waiter_pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadlock_shows_as_a_cycle_in_the_tree() {
+    let db = TestDb::new().await;
+    exec(
+        &mut db.connect().await,
+        "CREATE TABLE a (n int); CREATE TABLE b (n int)",
+    )
+    .await;
+    // Postgres breaks a deadlock once a waiter has waited deadlock_timeout: make that long
+    // enough to look at the cycle.
+    let mut first = db.connect().await;
+    let first_pid = pid(&mut first).await;
+    exec(
+        &mut first,
+        "SET deadlock_timeout = '10min'; BEGIN; LOCK TABLE a",
+    )
+    .await;
+    let mut second = db.connect().await;
+    let second_pid = pid(&mut second).await;
+    exec(
+        &mut second,
+        "SET deadlock_timeout = '10min'; BEGIN; LOCK TABLE b",
+    )
+    .await;
+    let _first = start(first, "LOCK TABLE b");
+    until_waiting(db.pool(), first_pid).await;
+    let _second = start(second, "LOCK TABLE a");
+    until_waiting(db.pool(), second_pid).await;
+
+    let tree = run(pglock(&["-d", db.url(), "tree"]), None).await;
+    let out = tree.ok();
+    let lines: Vec<&str> = out.lines().collect();
+    let (low, high) = (first_pid.min(second_pid), first_pid.max(second_pid));
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{low} blocks 1 · waits ")),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("└─ {high} blocks 1 · waits ")),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("   └─ {low} blocks 1 · ")),
+        "{out}"
+    );
+    assert!(lines[2].ends_with(" (deadlock: already above)"), "{out}");
+
+    let json = run(pglock(&["-d", db.url(), "tree", "--json"]), None).await;
+    let doc = json.ok();
+    assert_eq!(
+        json_at(db.pool(), doc, "{0,blocked,0,pid}").await,
+        Some(high.to_string())
+    );
+    assert_eq!(
+        json_at(db.pool(), doc, "{0,blocked,0,blocked}").await,
+        Some("[]".into())
+    );
+    // End it: terminating either side frees the other.
+    let ended = run(
+        pglock(&["-d", db.url(), &low.to_string(), "--terminate", "-y"]),
+        None,
+    )
+    .await;
+    assert_eq!(ended.ok(), "Terminated 1 query\n");
+}
