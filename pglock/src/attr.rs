@@ -6,11 +6,11 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::advisory::{AdvisoryGuard, Mode};
+use crate::advisory::{AdvisoryGuard, Forgotten};
 use crate::handle::{Conn, Handle};
 use crate::prioritize::PrioritizeScope;
 use crate::timeout::TimeoutScope;
-use crate::{Advisory, Error, LockId, LockTimeout, Prioritize, Session};
+use crate::{Advisory, Error, LockTimeout, Prioritize, Session};
 
 pub use crate::unwind::catch_panic;
 pub use crate::{Signal, Wait, advisory, default_pool, prioritize, timeout};
@@ -392,7 +392,7 @@ pub async fn prioritize_on<'a, H: Lend + ?Sized, R: RaiseReturn>(
 struct AdvisoryScope<'a, H: Lend + ?Sized> {
     handle: &'a mut H,
     /// The lock, until released.
-    lock: Option<(LockId, Mode)>,
+    lock: Option<Forgotten>,
 }
 
 impl<'a, H: Lend + ?Sized> AdvisoryScope<'a, H> {
@@ -409,10 +409,9 @@ impl<'a, H: Lend + ?Sized> AdvisoryScope<'a, H> {
         outcome: std::thread::Result<T>,
         failed: fn(&T) -> bool,
     ) -> Result<T, Error> {
-        let (id, mode) = self.lock.take().expect("exited once");
-        let released = AdvisoryGuard::held(lent(self.handle), id.clone(), mode)
-            .release()
-            .await;
+        let lock = self.lock.take().expect("exited once");
+        let id = lock.id.clone();
+        let released = AdvisoryGuard::held(lent(self.handle), lock).release().await;
         crate::advisory::finish(&id, outcome, released, failed)
             .map(|out| out.expect("the body ran"))
     }
@@ -420,8 +419,8 @@ impl<'a, H: Lend + ?Sized> AdvisoryScope<'a, H> {
 
 impl<H: Lend + ?Sized> Drop for AdvisoryScope<'_, H> {
     fn drop(&mut self) {
-        if let Some((id, mode)) = self.lock.take() {
-            drop(AdvisoryGuard::held(lent(self.handle), id, mode));
+        if let Some(lock) = self.lock.take() {
+            drop(AdvisoryGuard::held(lent(self.handle), lock));
         }
     }
 }

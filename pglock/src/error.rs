@@ -55,6 +55,26 @@ pub enum Error {
         lock: LockId,
     },
 
+    /// A session-level lock was released through a connection that now runs on another server
+    /// session than the one the lock was taken on, so it was not unlocked: a transaction pooler
+    /// (PgBouncer with `pool_mode = transaction`, and the like) sits between pglock and
+    /// Postgres, and session-level locks cannot work through it. The lock stays with the session
+    /// it was taken on, until that session unlocks it or ends.
+    #[error(
+        "lock \"{lock}\" was taken on server session {locked_on}, but this connection now runs on \
+         session {now_on}: a transaction pooler (such as PgBouncer with pool_mode = transaction) \
+         sits between pglock and Postgres, where session-level locks cannot work; the lock was \
+         not released. Use a transaction-level lock (.xact()) through a pooler"
+    )]
+    SessionMoved {
+        /// The lock that was to be released.
+        lock: LockId,
+        /// The pid of the server session the lock was taken on, which still holds it.
+        locked_on: i32,
+        /// The pid of the server session the release ran on.
+        now_on: i32,
+    },
+
     /// No database handle to take a lock through: the function has no pool or connection
     /// argument, [`set_default_pool`](crate::set_default_pool) was not called, and
     /// `DATABASE_URL` is not set.

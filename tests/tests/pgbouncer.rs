@@ -374,7 +374,8 @@ async fn table_locks_in_a_transaction_through_the_bouncer() {
 
 /// Session-level locks cannot work through transaction pooling: the lock stays on the server
 /// session it was taken on, which the bouncer then lends to other clients, while the unlock runs
-/// wherever the bouncer sends it. This test asserts the failure, step by step.
+/// wherever the bouncer sends it. This test asserts the failure, step by step, and that pglock
+/// reports it (`Error::SessionMoved`) instead of unlocking on a session that never took the lock.
 #[tokio::test(flavor = "multi_thread")]
 async fn session_locks_through_transaction_pooling_go_to_the_wrong_client_and_never_unlock() {
     let db = TestDb::new().await;
@@ -415,12 +416,23 @@ async fn session_locks_through_transaction_pooling_go_to_the_wrong_client_and_ne
         "a second client was refused the lock the first client holds"
     );
 
-    // 3. The app releases its lock while that session is busy: the unlock runs on another
-    //    server session, which holds nothing, and the lock stays where it was.
+    // 3. The app releases its lock while that session is busy: the release runs on another
+    //    server session. pglock sees that it is not the session the lock was taken on, unlocks
+    //    nothing there, and says why; the lock stays where it was.
     let released = guard.release().await;
+    match &released {
+        Err(Error::SessionMoved {
+            locked_on, now_on, ..
+        }) => {
+            assert_eq!(*locked_on, taken_on);
+            assert_ne!(*now_on, taken_on);
+        }
+        other => panic!("the release should have run on another server session: {other:?}"),
+    }
+    let message = released.unwrap_err().to_string();
     assert!(
-        matches!(released, Err(Error::NotHeld { .. })),
-        "the unlock should have run on another server session: {released:?}"
+        message.contains("transaction pooler") && message.contains(".xact()"),
+        "{message}"
     );
     run(&mut other, "COMMIT").await;
     assert_eq!(holders(observer, "nightly").await, vec![taken_on]);

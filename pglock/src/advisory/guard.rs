@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{AssertSqlSafe, PgConnection};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::sql::{self, Mode};
 use crate::handle::Conn;
@@ -38,6 +38,15 @@ pub struct AdvisoryGuard<'c> {
     id: LockId,
     mode: Mode,
     state: State,
+    /// The pid of the server session the lock was taken on, once held.
+    session: i32,
+}
+
+/// A held lock without its connection: see [`AdvisoryGuard::forget`].
+pub(crate) struct Forgotten {
+    pub(crate) id: LockId,
+    pub(crate) mode: Mode,
+    session: i32,
 }
 
 impl<'c> AdvisoryGuard<'c> {
@@ -47,24 +56,36 @@ impl<'c> AdvisoryGuard<'c> {
             id,
             mode,
             state: State::Waiting,
+            session: 0,
         }
     }
 
     /// A guard for a lock that is already held on `conn`; see [`forget`](Self::forget).
-    pub(crate) fn held(conn: Conn<'c>, id: LockId, mode: Mode) -> Self {
+    pub(crate) fn held(conn: Conn<'c>, lock: Forgotten) -> Self {
         AdvisoryGuard {
             conn: Some(conn),
-            id,
-            mode,
+            id: lock.id,
+            mode: lock.mode,
             state: State::Held,
+            session: lock.session,
         }
     }
 
     /// Let go of the connection while the lock stays held, so that the connection can be lent
     /// elsewhere; [`held`](Self::held) makes a guard again to release it.
-    pub(crate) fn forget(mut self) -> (LockId, Mode) {
+    pub(crate) fn forget(mut self) -> Forgotten {
         self.state = State::Done;
-        (self.id.clone(), self.mode)
+        Forgotten {
+            id: self.id.clone(),
+            mode: self.mode,
+            session: self.session,
+        }
+    }
+
+    /// The lock is held, on the server session with this pid.
+    pub(super) fn set_held(&mut self, session: i32) {
+        self.state = State::Held;
+        self.session = session;
     }
 
     pub(super) fn set_state(&mut self, state: State) {
@@ -101,6 +122,9 @@ impl<'c> AdvisoryGuard<'c> {
     ///
     /// # Errors
     /// * [`Error::NotHeld`] when the session no longer held the lock;
+    /// * [`Error::SessionMoved`] when the connection now runs on another server session than
+    ///   the one the lock was taken on (a transaction pooler such as PgBouncer sits in between):
+    ///   nothing is unlocked;
     /// * [`Error::Database`] when the unlock statement fails, for example because the
     ///   connection was lost (the lock then went with the session) or because the transaction
     ///   the connection is in has failed (roll it back first; the lock stays held meanwhile).
@@ -115,17 +139,24 @@ impl<'c> AdvisoryGuard<'c> {
         }
         let key = self.id.key();
         let statement = sql::unlock(self.mode, key);
+        let session = self.session;
         let conn = self.conn_mut();
-        let was_held: bool = super::bind_key(sqlx::query_scalar(AssertSqlSafe(statement)), key)
+        let row = super::bind_key(sqlx::query(AssertSqlSafe(statement)), key)
+            .bind(session)
             .fetch_one(&mut **conn)
             .await?;
+        let (was_held, now_on): (Option<bool>, i32) = (row.try_get(0)?, row.try_get(1)?);
         self.state = State::Done;
-        if was_held {
-            Ok(())
-        } else {
-            Err(Error::NotHeld {
+        match was_held {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::NotHeld {
                 lock: self.id.clone(),
-            })
+            }),
+            None => Err(Error::SessionMoved {
+                lock: self.id.clone(),
+                locked_on: self.session,
+                now_on,
+            }),
         }
     }
 }

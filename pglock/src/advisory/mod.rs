@@ -9,9 +9,11 @@ use std::panic::resume_unwind;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
 
 pub use guard::AdvisoryGuard;
+pub(crate) use guard::Forgotten;
 use guard::State;
 pub(crate) use sql::Mode;
 use sql::WaitOn;
@@ -62,6 +64,27 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
 ///
 /// Each consumes the builder, so the future it returns borrows only the database handle;
 /// clone an `Advisory` to take the same lock again.
+///
+/// # PgBouncer
+/// Behind a transaction pooler (PgBouncer with `pool_mode = transaction`, and the like), a
+/// client connection is lent a server session for one transaction at a time, and advisory locks
+/// belong to server sessions.
+///
+/// **Transaction-level locks work**: [`xact`](Advisory::xact) on a `&mut Transaction`,
+/// `.xact().scope(&pool, ...)` and `#[pglock::advisory(xact)]` hold the lock on the session that
+/// runs the transaction, and it is released at commit or rollback. Timeouts work too: pglock
+/// sets `lock_timeout` transaction-locally.
+///
+/// **Session-level locks do not.** Another client lent the same server session is granted the
+/// lock too (advisory locks are re-entrant per session), and the unlock runs wherever the pooler
+/// sends it. pglock remembers the server session a lock was taken on, and a
+/// [`release`](AdvisoryGuard::release) that lands on another one unlocks nothing and fails with
+/// [`Error::SessionMoved`], which names the pooler; the lock stays with its session until the
+/// pooler closes it (`server_lifetime`, an hour by default). Dropping a guard closes only the
+/// client connection. Take session locks on a direct connection.
+///
+/// Before PgBouncer 1.21, prepared statements (which sqlx and pglock use) fail in transaction
+/// mode (42P05 or 26000); use 1.21 or later with `max_prepared_statements` set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advisory {
     id: LockId,
@@ -375,8 +398,8 @@ impl Advisory {
         }
         let mut guard = AdvisoryGuard::waiting(conn, self.id.clone(), self.mode);
         match self.send(&mut guard, timeout_ms).await {
-            Ok(()) => {
-                guard.set_state(State::Held);
+            Ok(session) => {
+                guard.set_held(session);
                 Ok(guard)
             }
             Err(error) => {
@@ -395,7 +418,7 @@ impl Advisory {
         &self,
         guard: &mut AdvisoryGuard<'_>,
         timeout_ms: Option<u32>,
-    ) -> Result<(), Error> {
+    ) -> Result<i32, Error> {
         let key = self.id.key();
         let conn = guard.conn_mut();
         // Whether statements can still run on the connection if the wait fails: not inside a
@@ -404,11 +427,12 @@ impl Advisory {
         let result = match self.wait {
             Wait::NoWait => {
                 let statement = sql::try_lock(self.mode, key);
-                let acquired: bool = bind_key(sqlx::query_scalar(AssertSqlSafe(statement)), key)
+                let row = bind_key(sqlx::query(AssertSqlSafe(statement)), key)
                     .fetch_one(&mut **conn)
                     .await?;
+                let acquired: bool = row.try_get(0)?;
                 return if acquired {
-                    Ok(())
+                    Ok(row.try_get(1)?)
                 } else {
                     Err(Error::Busy {
                         target: self.id.clone().into(),
@@ -429,8 +453,9 @@ impl Advisory {
                 };
                 let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
                 let result = sqlx::raw_sql(AssertSqlSafe(statement))
-                    .execute(&mut **conn)
-                    .await;
+                    .fetch_all(&mut **conn)
+                    .await
+                    .and_then(|rows| session_of_last(&rows));
                 if let Some(canceller) = canceller {
                     canceller.disarm();
                 }
@@ -441,8 +466,9 @@ impl Advisory {
                 let on = WaitOn::CallerTransaction;
                 let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
                 let result = sqlx::raw_sql(AssertSqlSafe(statement))
-                    .execute(&mut **conn)
-                    .await;
+                    .fetch_all(&mut **conn)
+                    .await
+                    .and_then(|rows| session_of_last(&rows));
                 if result.is_err() {
                     // The wait's error is the one to report. If even the rollback to the
                     // savepoint fails, the connection is broken and says so on its next use.
@@ -463,17 +489,13 @@ impl Advisory {
                     Some(ms) => query.bind(ms.to_string()),
                     None => query,
                 };
-                match key {
-                    AdvisoryKey::BigInt(k) => query.bind(k),
-                    AdvisoryKey::Pair(a, b) => query.bind(a).bind(b),
-                }
-                .execute(&mut **conn)
-                .await
+                bind_key(query, key)
+                    .fetch_one(&mut **conn)
+                    .await
+                    .and_then(|row| row.try_get(row.len() - 1))
             }
         };
-        let result = result
-            .map(drop)
-            .map_err(|e| Error::acquiring(self.id.clone(), e));
+        let result = result.map_err(|e| Error::acquiring(self.id.clone(), e));
         if matches!(result, Err(Error::LockTimeout { .. })) && !self.mode.xact {
             if usable_after_failure {
                 self.undo_late_grant(conn).await;
@@ -504,11 +526,17 @@ impl Advisory {
     }
 }
 
+/// The backend pid a wait's last row ends with: the session the lock was taken on.
+fn session_of_last(rows: &[PgRow]) -> Result<i32, sqlx::Error> {
+    let row = rows.last().ok_or(sqlx::Error::RowNotFound)?;
+    row.try_get(row.len() - 1)
+}
+
 /// Bind an advisory key's one or two parameters to a statement.
-pub(crate) fn bind_key<'q, O>(
-    query: sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments>,
+pub(crate) fn bind_key<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     key: AdvisoryKey,
-) -> sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments> {
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     match key {
         AdvisoryKey::BigInt(k) => query.bind(k),
         AdvisoryKey::Pair(a, b) => query.bind(a).bind(b),

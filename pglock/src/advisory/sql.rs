@@ -75,29 +75,45 @@ fn key_literals(key: AdvisoryKey) -> String {
     }
 }
 
-/// `SELECT pg_try_advisory_...($1)`: returns whether the lock was taken. Binds the key.
+/// `SELECT pg_try_advisory_...($1), pg_backend_pid()`: whether the lock was taken, and on
+/// which server session. Binds the key.
 pub(crate) fn try_lock(mode: Mode, key: AdvisoryKey) -> String {
-    format!("SELECT {}({})", mode.lock_fn(true), key_params(key, 1))
+    format!(
+        "SELECT {}({}), pg_backend_pid()",
+        mode.lock_fn(true),
+        key_params(key, 1)
+    )
 }
 
-/// `SELECT pg_advisory_unlock...($1)`: returns whether the lock was held. Binds the key.
+/// Unlock, on the server session the lock was taken on only: returns whether the lock was held
+/// (`NULL` when the statement runs on another session, which a transaction pooler such as
+/// PgBouncer does), and the session it ran on. Binds the key, then that session's pid.
 pub(crate) fn unlock(mode: Mode, key: AdvisoryKey) -> String {
-    format!("SELECT {}({})", mode.unlock_fn(), key_params(key, 1))
+    let session = match key {
+        AdvisoryKey::BigInt(_) => 2,
+        AdvisoryKey::Pair(..) => 3,
+    };
+    format!(
+        "SELECT CASE WHEN pg_backend_pid() = ${session} THEN {}({}) END, pg_backend_pid()",
+        mode.unlock_fn(),
+        key_params(key, 1)
+    )
 }
 
 /// A wait with the given `lock_timeout` (milliseconds, 0 for none) for this statement only,
-/// or the server's own `lock_timeout` when `timeout_ms` is `None`.
+/// or the server's own `lock_timeout` when `timeout_ms` is `None`. Its last column is the
+/// backend pid: the server session the lock is taken on.
 fn wait_statement(mode: Mode, timeout_ms: Option<&str>, key: &str) -> String {
     let lock = mode.lock_fn(false);
     match timeout_ms {
-        None => format!("SELECT {lock}({key})"),
+        None => format!("SELECT {lock}({key}), pg_backend_pid()"),
         // The CTEs order the three steps by data dependency: set, wait, restore. `MATERIALIZED`
         // keeps the planner from inlining them.
         Some(ms) => format!(
             "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS old, \
              set_config('lock_timeout', {ms}, true)), \
              l AS MATERIALIZED (SELECT {lock}({key})::text FROM s) \
-             SELECT set_config('lock_timeout', s.old, true) FROM s, l"
+             SELECT set_config('lock_timeout', s.old, true), pg_backend_pid() FROM s, l"
         ),
     }
 }
@@ -259,7 +275,7 @@ mod tests {
     fn bound_statements_number_their_parameters() {
         assert_eq!(
             try_lock(SESSION, AdvisoryKey::Pair(1, 2)),
-            "SELECT pg_try_advisory_lock($1, $2)"
+            "SELECT pg_try_advisory_lock($1, $2), pg_backend_pid()"
         );
         let timed = wait_bound(SESSION, AdvisoryKey::BigInt(1), true);
         assert!(
