@@ -236,6 +236,7 @@ async fn frame(
             forest.text(&names, style)
         });
     }
+    // Listings are cut to the limit (query.rs drops it when pids were given).
     let limited = true;
     let (rows, waiting): (Vec<Vec<Value>>, Vec<bool>) = if settings.blocking {
         let pairs = query::blocked(settings, None, limited)
