@@ -43,15 +43,17 @@ fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let script = root().join("scripts/python-env");
-        let output = Command::new(&script)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {}: {e}\nThe Django interop tests need bash and that script.",
-                    script.display()
-                )
-            });
+        let mut command = Command::new(&script);
+        // Django 5.2 needs Postgres 14; Django 4.2 LTS still supports 13.
+        if server_version_num() < 140_000 {
+            command.arg("django42");
+        }
+        let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}\nThe Django interop tests need bash and that script.",
+                script.display()
+            )
+        });
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             output.status.success(),
@@ -70,6 +72,31 @@ fn python() -> &'static Path {
         );
         path
     })
+}
+
+/// The test server's `server_version_num`, read on a thread of its own (this runs inside tests'
+/// runtimes, which must not block).
+fn server_version_num() -> u32 {
+    std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let url = pglock_tests::server_url();
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .expect("connecting to the test server");
+            let version: i32 =
+                sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("reading server_version_num");
+            u32::try_from(version).expect("a positive version")
+        })
+    })
+    .join()
+    .expect("reading the server version")
 }
 
 /// A script of `tests/interop/`.
