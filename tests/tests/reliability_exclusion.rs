@@ -529,6 +529,7 @@ async fn run(test: &str, workload: Workload) -> Option<(Counts, Vec<Slot>, Sizes
         .await
         .unwrap();
 
+    let started = std::time::Instant::now();
     let children: Vec<Child> = (1..sizes.processes)
         .map(|index| spawn_worker(test, db.url(), index))
         .collect();
@@ -556,6 +557,8 @@ async fn run(test: &str, workload: Workload) -> Option<(Counts, Vec<Slot>, Sizes
         total = total.add(counts);
     }
 
+    // For the record, never asserted: how much happened, and how fast.
+    eprintln!("{test}: {sizes:?}: {total:?} in {:?}", started.elapsed());
     let rows: Vec<Slot> =
         sqlx::query_as("SELECT key, value, readers, holder FROM slots ORDER BY key")
             .fetch_all(db.pool())
