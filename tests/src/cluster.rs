@@ -320,7 +320,11 @@ pub(crate) fn server_command(
     command
 }
 
-/// `initdb` with trust auth and no fsync.
+/// The role whose members must give their password: everyone else is trusted. Tests of a wrong
+/// password put a role of theirs in it.
+pub const PASSWORD_REQUIRED_ROLE: &str = "pglock_password_required";
+
+/// `initdb` with trust auth (except for members of [`PASSWORD_REQUIRED_ROLE`]) and no fsync.
 pub(crate) fn initdb(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>) {
     let mut command = server_command(binaries, "initdb", paths, user);
     command.arg("-D").arg(&paths.data).args([
@@ -349,6 +353,23 @@ pub(crate) fn initdb(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>) {
             hint(binaries, user),
         );
     }
+    require_passwords(&paths.data.join("pg_hba.conf"));
+}
+
+/// Put lines first in `pg_hba.conf` that ask members of [`PASSWORD_REQUIRED_ROLE`] for a
+/// password (the role need not exist yet: membership is checked when a client connects).
+fn require_passwords(hba: &Path) {
+    let trusted = std::fs::read_to_string(hba)
+        .unwrap_or_else(|e| panic!("pglock-tests: cannot read {}: {e}", hba.display()));
+    let role = PASSWORD_REQUIRED_ROLE;
+    let lines = format!(
+        "# pglock-tests: members of {role} give their password (tests of a wrong one).\n\
+         local all +{role} scram-sha-256\n\
+         host all +{role} 127.0.0.1/32 scram-sha-256\n\
+         host all +{role} ::1/128 scram-sha-256\n"
+    );
+    std::fs::write(hba, lines + &trusted)
+        .unwrap_or_else(|e| panic!("pglock-tests: cannot write {}: {e}", hba.display()));
 }
 
 /// Starts `postgres` on a free port of 127.0.0.1 and waits until it accepts connections.

@@ -23,7 +23,8 @@
 //! The Postgres binaries (`initdb` and `postgres`) are looked up in `PGLOCK_PG_BINDIR` if set,
 //! else on `PATH`, else in Debian's `/usr/lib/postgresql/<version>/bin` (highest version).
 //! When running as root, the cluster runs as the `postgres` user (or `nobody`), because `initdb`
-//! refuses to run as root.
+//! refuses to run as root. It trusts every role except members of [`PASSWORD_REQUIRED_ROLE`],
+//! who must give their password (so that a test can try a wrong one).
 //!
 //! # A server of a test's own
 //!
@@ -57,6 +58,7 @@ mod user;
 
 use std::sync::OnceLock;
 
+pub use cluster::PASSWORD_REQUIRED_ROLE;
 pub use db::TestDb;
 pub use private::PrivateCluster;
 

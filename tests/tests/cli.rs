@@ -996,6 +996,55 @@ async fn bad_input_is_a_one_line_error_and_kills_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_is_a_one_line_error_and_kills_nothing() {
+    let s = blocked().await;
+    // The test cluster trusts everyone but members of this role (see pglock-tests).
+    let group = pglock_tests::PASSWORD_REQUIRED_ROLE;
+    let role = format!("{}_pw", s.db.name());
+    let mut admin = s.db.connect().await;
+    exec(
+        &mut admin,
+        &format!(
+            "DO $$ BEGIN CREATE ROLE {group} NOLOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ),
+    )
+    .await;
+    exec(&mut admin, "SET password_encryption = 'scram-sha-256'").await;
+    exec(
+        &mut admin,
+        &format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'right' IN ROLE {group}"),
+    )
+    .await;
+    let mut url = url::Url::parse(&s.url).unwrap();
+    url.set_username(&role).unwrap();
+
+    url.set_password(Some("wrong")).unwrap();
+    let ran = run(pglock(&["-d", url.as_str(), "--terminate", "-y"]), None).await;
+    let message = ran.one_line_error();
+    assert!(
+        message.contains(&format!(
+            "password authentication failed for user \"{role}\""
+        )),
+        "{message:?} (if the server trusts every role, it never asks for a password: the \
+         harness's cluster asks members of {group})"
+    );
+    assert!(
+        !message.contains("wrong"),
+        "the password is not shown: {message}"
+    );
+    assert!(backend_exists(s.db.pool(), s.holder_pid).await);
+    assert!(backend_exists(s.db.pool(), s.waiter_pid).await);
+
+    // The same role with its right password gets in: it was the password that was refused.
+    url.set_password(Some("right")).unwrap();
+    let listed = run(pglock(&["-d", url.as_str(), "-o", "items"]), None).await;
+    assert!(listed.ok().contains("items"), "{listed:#?}");
+    exec(&mut admin, &format!("DROP ROLE {role}")).await;
+    admin.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_role_without_privilege_to_signal_gets_an_error_and_kills_nothing() {
     let s = blocked().await;
     let is_superuser: bool =
