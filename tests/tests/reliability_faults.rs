@@ -327,3 +327,40 @@ async fn an_exhausted_pool_times_out_clearly_without_deadlock_and_recovers() {
     guard.release().await.unwrap();
     assert!(common::advisory_locks(db.pool()).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scope_whose_session_is_terminated_reports_the_loss_instead_of_the_body_result() {
+    let db = TestDb::new().await;
+    let observer = db.pool();
+    let pool = db.pool_with(2).await;
+    let (entered_tx, entered) = tokio::sync::oneshot::channel::<i32>();
+    let (go_on_tx, go_on) = tokio::sync::oneshot::channel::<()>();
+    let scope = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            advisory("scoped-victim")
+                .scope(&pool, async |conn| {
+                    entered_tx.send(pid(conn).await).unwrap();
+                    go_on.await.unwrap();
+                    // The body itself succeeds; its session is gone by now.
+                    Ok::<_, Error>("the body's result")
+                })
+                .await
+        }
+    });
+    let holder = bounded("the scope's body starts", entered).await.unwrap();
+    terminate(observer, holder).await;
+    go_on_tx.send(()).unwrap();
+    let error = bounded("the scope", scope)
+        .await
+        .unwrap()
+        .expect_err("a scope whose lock was lost must not return the body's result as if held");
+    assert!(is_lost_session(&error), "{error:?}");
+    // Another session can take the lock, and the pool works.
+    let guard = advisory("scoped-victim")
+        .nowait()
+        .acquire(&pool)
+        .await
+        .unwrap();
+    guard.release().await.unwrap();
+}
