@@ -87,8 +87,11 @@ impl Filters {
                 let mut schemas = Vec::with_capacity(tables.len());
                 let mut names = Vec::with_capacity(tables.len());
                 for table in tables {
+                    // Names built with `TableName::new` are checked here, as `lock_table`
+                    // checks them: a NUL would otherwise reach the server as an encoding error.
                     let table = table
-                        .as_ref()
+                        .clone()
+                        .and_then(TableName::checked)
                         .map_err(|error| Error::InvalidArgument(error.to_string()))?;
                     schemas.push(table.schema().map(str::to_owned));
                     names.push(table.name().to_owned());
