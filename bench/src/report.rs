@@ -45,8 +45,8 @@ impl Report {
     pub fn header(&mut self, lines: &[String]) {
         for line in lines {
             self.line(line);
+            self.line("");
         }
-        self.line("");
     }
 
     pub fn latency(
