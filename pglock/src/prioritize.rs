@@ -304,6 +304,13 @@ fn signal_sql(signal: Signal) -> &'static str {
 }
 
 async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(), Error> {
+    // The first check is due one interval after the scope began, not after the connection is
+    // made: connecting (a few ms) happens inside the first interval.
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.interval,
+        settings.interval,
+    );
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let options = pool
         .connect_options()
         .as_ref()
@@ -312,7 +319,7 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
     let mut conn = options.connect().await?;
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
     loop {
-        tokio::time::sleep(settings.interval).await;
+        ticks.tick().await;
         let signalled: Vec<i32> = sqlx::query_scalar(signal_sql(settings.signal))
             .bind(protected)
             .bind(older_than)
