@@ -55,6 +55,19 @@ pub enum Error {
         lock: LockId,
     },
 
+    /// The session that held a lock ended before the lock was released: the server terminated
+    /// it (`pg_terminate_backend`, a shutdown, a crash) or the connection was cut. The lock went
+    /// with the session, possibly long before this was noticed, so whatever it protected may
+    /// have run beside another holder since. `source` is what the release ran into.
+    #[error("lock \"{lock}\" was lost with its session before it was released: {source}")]
+    Lost {
+        /// The lock that was held.
+        lock: LockId,
+        /// The error of the release statement.
+        #[source]
+        source: sqlx::Error,
+    },
+
     /// A session-level lock was released through a connection that now runs on another server
     /// session than the one the lock was taken on, so it was not unlocked: a transaction pooler
     /// (PgBouncer with `pool_mode = transaction`, and the like) sits between pglock and
@@ -178,6 +191,19 @@ pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 /// The SQLSTATE of a database error, if it is one.
+/// Whether `error` says the session is gone: cut off (I/O, protocol), or ended by the server
+/// (SQLSTATE class 57, operator intervention: 57P01 terminated, 57P02 crash, ...; class 08,
+/// connection exception).
+pub(crate) fn session_gone(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+        _ => false,
+    }
+}
+
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
     match error {
         sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),

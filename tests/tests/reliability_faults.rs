@@ -44,7 +44,7 @@ async fn terminate(observer: &PgPool, pid: i32) {
 /// Whether `error` is the database error of a session that the server ended: its FATAL
 /// message (SQLSTATE class 57, operator intervention) or the connection closing under it.
 fn is_lost_session(error: &Error) -> bool {
-    let Error::Database(source) = error else {
+    let (Error::Database(source) | Error::Lost { source, .. }) = error else {
         return false;
     };
     match source {
@@ -94,8 +94,15 @@ async fn a_terminated_holder_hands_the_lock_to_a_waiter_and_its_guard_reports_th
         let lost = bounded("releasing the lost lock", guard.release()).await;
         let error = lost.expect_err("release must not report success for a lock the session lost");
         assert!(
-            is_lost_session(&error),
-            "on_pool={on_pool}: expected Error::Database for the ended session, got {error:?}"
+            matches!(&error, Error::Lost { lock, .. } if lock.name() == "victim")
+                && is_lost_session(&error),
+            "on_pool={on_pool}: expected Error::Lost for the ended session, got {error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("lock \"victim\" was lost with its session"),
+            "{error}"
         );
         assert!(!error.is_not_acquired(), "{error:?}");
     }
@@ -355,7 +362,10 @@ async fn a_scope_whose_session_is_terminated_reports_the_loss_instead_of_the_bod
         .await
         .unwrap()
         .expect_err("a scope whose lock was lost must not return the body's result as if held");
-    assert!(is_lost_session(&error), "{error:?}");
+    assert!(
+        matches!(error, Error::Lost { .. }) && is_lost_session(&error),
+        "{error:?}"
+    );
     // Another session can take the lock, and the pool works.
     let guard = advisory("scoped-victim")
         .nowait()

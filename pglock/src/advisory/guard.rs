@@ -122,12 +122,14 @@ impl<'c> AdvisoryGuard<'c> {
     ///
     /// # Errors
     /// * [`Error::NotHeld`] when the session no longer held the lock;
+    /// * [`Error::Lost`] when the session is gone (terminated, the server restarted, the
+    ///   connection was cut): the lock went with it;
     /// * [`Error::SessionMoved`] when the connection now runs on another server session than
     ///   the one the lock was taken on (a transaction pooler such as PgBouncer sits in between):
     ///   nothing is unlocked;
-    /// * [`Error::Database`] when the unlock statement fails, for example because the
-    ///   connection was lost (the lock then went with the session) or because the transaction
-    ///   the connection is in has failed (roll it back first; the lock stays held meanwhile).
+    /// * [`Error::Database`] when the unlock statement fails otherwise, for example because the
+    ///   transaction the connection is in has failed (roll it back first; the lock stays held
+    ///   meanwhile).
     ///
     /// # Cancel safety
     /// If this future is dropped before it completes, the guard's drop runs as if `release` had
@@ -141,10 +143,20 @@ impl<'c> AdvisoryGuard<'c> {
         let statement = sql::unlock(self.mode, key);
         let session = self.session;
         let conn = self.conn_mut();
-        let row = super::bind_key(sqlx::query(AssertSqlSafe(statement)), key)
+        let row = match super::bind_key(sqlx::query(AssertSqlSafe(statement)), key)
             .bind(session)
             .fetch_one(&mut **conn)
-            .await?;
+            .await
+        {
+            Ok(row) => row,
+            Err(source) if crate::error::session_gone(&source) => {
+                return Err(Error::Lost {
+                    lock: self.id.clone(),
+                    source,
+                });
+            }
+            Err(source) => return Err(source.into()),
+        };
         let (was_held, now_on): (Option<bool>, i32) = (row.try_get(0)?, row.try_get(1)?);
         self.state = State::Done;
         match was_held {
