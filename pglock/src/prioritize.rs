@@ -318,6 +318,14 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
         .application_name("pglock prioritize");
     let mut conn = options.connect().await?;
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
+    // Warm the new session up inside the first interval: the first run of the statement
+    // prepares it and loads the catalogs it reads, which took longer than the check itself.
+    // Blockers of pid 0 (no backend) are none, so this signals nobody.
+    sqlx::query_scalar::<_, i32>(signal_sql(settings.signal))
+        .bind(0_i32)
+        .bind(older_than)
+        .fetch_all(&mut conn)
+        .await?;
     loop {
         ticks.tick().await;
         let signalled: Vec<i32> = sqlx::query_scalar(signal_sql(settings.signal))
