@@ -10,11 +10,12 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{backend_exists, bigint_key, eventually, pid};
+use common::{
+    PATIENCE, Running, backend_exists, bigint_key, eventually, exec, pid, server_version, start,
+    until_waiting,
+};
 use pglock_tests::TestDb;
-use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
-
-const PATIENCE: Duration = Duration::from_secs(20);
+use sqlx::{Connection as _, PgConnection, PgPool};
 
 /// The `pglock` executable, built once per test process with the `cli` feature.
 ///
@@ -134,36 +135,6 @@ async fn run(mut command: Command, stdin: Option<&str>) -> Ran {
     })
     .await
     .unwrap()
-}
-
-/// Run `sql` (one or more statements, simple protocol) on `conn`.
-async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-        .execute(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-/// A statement running on its own session, handed back with its result when it ends.
-type Running = tokio::task::JoinHandle<(Result<(), sqlx::Error>, PgConnection)>;
-
-fn start(mut conn: PgConnection, sql: &'static str) -> Running {
-    tokio::spawn(async move {
-        let result = sqlx::raw_sql(sql).execute(&mut conn).await.map(drop);
-        (result, conn)
-    })
-}
-
-/// Wait until `pid` waits for a lock.
-async fn until_waiting(observer: &PgPool, pid: i32) {
-    eventually(PATIENCE, &format!("backend {pid} waits"), || async {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)")
-            .bind(pid)
-            .fetch_one(observer)
-            .await
-            .unwrap()
-    })
-    .await;
 }
 
 /// Wait until backend `pid` is gone.
@@ -564,11 +535,7 @@ async fn json_lists_the_chosen_attributes_typed() {
     assert_eq!(at("{0,activity_id}").await, Some(s.waiter_pid.to_string()));
     assert_eq!(at("{0,granted}").await, Some("false".into()));
     assert_eq!(at("{0,activity__query}").await, Some(WAITER_QUERY.into()));
-    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
-        .fetch_one(s.db.pool())
-        .await
-        .unwrap();
-    if version >= 140_000 {
+    if server_version(s.db.pool()).await >= 140_000 {
         let wait: f64 = at("{0,wait_duration}").await.unwrap().parse().unwrap();
         assert!(wait >= 0.0);
     } else {

@@ -7,49 +7,13 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{backend_exists, bigint_key, eventually, pid};
+use common::{
+    PATIENCE, Running, backend_exists, bigint_key, eventually, exec, pid, server_version, start,
+    until_waiting,
+};
 use pglock::{AdvisoryKey, Error, LockMode, PgLock, blocked_locks, locks};
 use pglock_tests::TestDb;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
-
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Run `sql` (one or more statements, simple protocol) on `conn`.
-async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-        .execute(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-/// A running statement on its own session, handed back with its result when it ends.
-type Running = tokio::task::JoinHandle<(Result<(), sqlx::Error>, PgConnection)>;
-
-/// Start `sql` on `conn` in the background (it is expected to wait for a lock).
-fn start(mut conn: PgConnection, sql: &'static str) -> Running {
-    tokio::spawn(async move {
-        let result = sqlx::raw_sql(sql).execute(&mut conn).await.map(drop);
-        (result, conn)
-    })
-}
-
-/// Wait until `pid` waits for a lock (an ungranted row in `pg_locks`).
-async fn until_waiting(observer: &PgPool, pid: i32) {
-    eventually(
-        PATIENCE,
-        &format!("backend {pid} waits for a lock"),
-        || async {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
-            )
-            .bind(pid)
-            .fetch_one(observer)
-            .await
-            .unwrap()
-        },
-    )
-    .await;
-}
+use sqlx::{Connection, PgConnection, PgPool};
 
 /// The SQLSTATE of a failed statement.
 fn sqlstate(error: &sqlx::Error) -> Option<String> {
@@ -57,14 +21,6 @@ fn sqlstate(error: &sqlx::Error) -> Option<String> {
         .as_database_error()
         .and_then(|e| e.code())
         .map(|code| code.into_owned())
-}
-
-/// The server's version number (`150004`).
-async fn server_version(observer: &PgPool) -> i32 {
-    sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
-        .fetch_one(observer)
-        .await
-        .unwrap()
 }
 
 /// A time as the epoch seconds Postgres shows, to the microsecond.

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use pglock::{AdvisoryKey, LockId, advisory};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 /// One advisory lock row of `pg_locks`, in the current database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,4 +147,52 @@ pub fn bigint_key(name: &str) -> i64 {
         AdvisoryKey::BigInt(key) => key,
         other => unreachable!("string ids hash to bigint keys, not {other:?}"),
     }
+}
+
+/// How long the helpers below wait for another session to get somewhere.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Run `sql` (one or more statements, simple protocol) on `conn`.
+pub async fn exec(conn: &mut PgConnection, sql: &str) {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A statement running on its own session, handed back with its result when it ends.
+pub type Running = tokio::task::JoinHandle<(Result<(), sqlx::Error>, PgConnection)>;
+
+/// Start `sql` on `conn` in the background (typically one that waits for a lock).
+pub fn start(mut conn: PgConnection, sql: &'static str) -> Running {
+    tokio::spawn(async move {
+        let result = sqlx::raw_sql(sql).execute(&mut conn).await.map(drop);
+        (result, conn)
+    })
+}
+
+/// Wait until backend `pid` waits for a lock (an ungranted row in `pg_locks`).
+pub async fn until_waiting(observer: &PgPool, pid: i32) {
+    eventually(
+        PATIENCE,
+        &format!("backend {pid} waits for a lock"),
+        || async {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+            )
+            .bind(pid)
+            .fetch_one(observer)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+}
+
+/// The server's version number (`150004`).
+pub async fn server_version(observer: &PgPool) -> i32 {
+    sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
+        .fetch_one(observer)
+        .await
+        .unwrap()
 }
