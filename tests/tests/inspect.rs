@@ -57,6 +57,16 @@ async fn rows_match_pg_locks_and_pg_stat_activity() {
         .execute(&mut holder)
         .await
         .unwrap();
+    // The holder's client has its answer a moment before the backend reports waiting for the
+    // next statement (a busy machine showed the gap).
+    eventually(PATIENCE, "the holder waits for its client", || async {
+        sqlx::query_scalar("SELECT wait_event = 'ClientRead' FROM pg_stat_activity WHERE pid = $1")
+            .bind(holder_pid)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    })
+    .await;
 
     let rows = locks().pids([holder_pid]).fetch(db.pool()).await.unwrap();
 
