@@ -60,7 +60,7 @@ async fn rows_match_pg_locks_and_pg_stat_activity() {
     // The holder's client has its answer a moment before the backend reports waiting for the
     // next statement (a busy machine showed the gap).
     eventually(PATIENCE, "the holder waits for its client", || async {
-        sqlx::query_scalar("SELECT wait_event = 'ClientRead' FROM pg_stat_activity WHERE pid = $1")
+        sqlx::query_scalar("SELECT coalesce(wait_event = 'ClientRead', false) FROM pg_stat_activity WHERE pid = $1")
             .bind(holder_pid)
             .fetch_one(db.pool())
             .await
