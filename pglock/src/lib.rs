@@ -34,8 +34,8 @@
 //! an `(i32, i32)` pair. Options: [`shared`](Advisory::shared), [`xact`](Advisory::xact)
 //! (transaction-level), and how long to wait ([`timeout`](Advisory::timeout),
 //! [`nowait`](Advisory::nowait), [`wait_forever`](Advisory::wait_forever), or by default the
-//! server's `lock_timeout`). A timed wait costs one round trip and leaves no `lock_timeout`
-//! behind on the connection.
+//! server's `lock_timeout`). Taking a free lock costs one round trip in every mode, and a timed
+//! wait leaves no `lock_timeout` behind on the connection.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -14,6 +14,10 @@
 //! * A timed wait sets `lock_timeout` with `set_config(..., true)` inside the statement that
 //!   waits, and sets it back in the same statement, so no `lock_timeout` is left behind, inside a
 //!   transaction or out of one.
+//! * On a borrowed connection a timed wait is preceded by a bound `try_lock`, which takes a free
+//!   lock at the cost of the bare lock function: the timed statement (and, inside the caller's
+//!   transaction, its savepoint and the planning of its plain text) is only paid for a lock that
+//!   is held.
 
 use crate::AdvisoryKey;
 
