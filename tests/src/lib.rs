@@ -78,7 +78,9 @@ const DATABASE_URL: &str = "DATABASE_URL";
 /// # Panics
 ///
 /// When no server can be had, with a message that says how to fix it (install Postgres, set
-/// `PGLOCK_PG_BINDIR`, or set `DATABASE_URL`). It never skips.
+/// `PGLOCK_PG_BINDIR`, or set `DATABASE_URL`): the test calling it fails. There is no path on
+/// which a test without a server passes (`tests/tests/harness.rs` checks this by running a
+/// program that takes a [`TestDb`] with no usable server).
 pub fn server_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| external_url().unwrap_or_else(cluster::shared_url))

@@ -1,5 +1,7 @@
 //! Tests of the test harness itself, against the real server.
 
+use std::process::{Command, Output};
+
 use pglock_tests::{TestDb, server_url};
 use sqlx::{Connection as _, PgConnection};
 
@@ -149,4 +151,78 @@ async fn dropping_a_test_db_drops_its_database_only_on_an_external_server() {
             .await
             .unwrap();
     assert_eq!(exists, !external, "database {name} exists: {exists}");
+}
+
+/// Run the harness's probe program (it takes a `TestDb`, as every test does) with `configure`
+/// applied to its environment.
+fn take_db_in(configure: impl FnOnce(&mut Command)) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pglock-tests-take-db"));
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("PGLOCK_PG_BINDIR");
+    configure(&mut command);
+    command.output().expect("running the probe program")
+}
+
+/// What a probe run printed, for the assertion messages.
+fn said(output: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn with_a_server_the_probe_connects() {
+    let url = server_url();
+    let output = take_db_in(|command| {
+        command.env("DATABASE_URL", &url);
+    });
+    assert!(output.status.success(), "{}", said(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("connected: SELECT 1 = 1"),
+        "{}",
+        said(&output)
+    );
+}
+
+#[test]
+fn without_server_binaries_a_test_fails_and_says_how_to_fix_it() {
+    // No DATABASE_URL, and PGLOCK_PG_BINDIR naming a directory with no Postgres in it: the
+    // harness cannot start a cluster, and must fail rather than pass or skip.
+    let empty = std::env::temp_dir().join(format!("pglock-no-postgres-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = take_db_in(|command| {
+        command.env("PGLOCK_PG_BINDIR", &empty);
+    });
+    std::fs::remove_dir_all(&empty).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{}", said(&output));
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("connected"),
+        "{}",
+        said(&output)
+    );
+    assert!(
+        stderr.contains("does not contain both `initdb` and `postgres`")
+            && stderr.contains("set DATABASE_URL"),
+        "{}",
+        said(&output)
+    );
+}
+
+#[test]
+fn with_an_unreachable_database_url_a_test_fails_and_names_it() {
+    let output = take_db_in(|command| {
+        command.env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/postgres");
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{}", said(&output));
+    assert!(
+        stderr.contains("cannot connect to the test server postgres://postgres@127.0.0.1:1"),
+        "{}",
+        said(&output)
+    );
 }
