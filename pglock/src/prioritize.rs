@@ -318,21 +318,20 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
         .application_name("pglock prioritize");
     let mut conn = options.connect().await?;
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
+    let mut signal_blockers_of = async |pid: i32| -> Result<Vec<i32>, Error> {
+        Ok(sqlx::query_scalar(signal_sql(settings.signal))
+            .bind(pid)
+            .bind(older_than)
+            .fetch_all(&mut conn)
+            .await?)
+    };
     // Warm the new session up inside the first interval: the first run of the statement
     // prepares it and loads the catalogs it reads, which took longer than the check itself.
     // Blockers of pid 0 (no backend) are none, so this signals nobody.
-    sqlx::query_scalar::<_, i32>(signal_sql(settings.signal))
-        .bind(0_i32)
-        .bind(older_than)
-        .fetch_all(&mut conn)
-        .await?;
+    signal_blockers_of(0).await?;
     loop {
         ticks.tick().await;
-        let signalled: Vec<i32> = sqlx::query_scalar(signal_sql(settings.signal))
-            .bind(protected)
-            .bind(older_than)
-            .fetch_all(&mut conn)
-            .await?;
+        let signalled = signal_blockers_of(protected).await?;
         if !signalled.is_empty() {
             tracing::info!(
                 protected,

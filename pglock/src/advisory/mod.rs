@@ -424,6 +424,20 @@ impl Advisory {
         // Whether statements can still run on the connection if the wait fails: not inside a
         // transaction the failure aborted.
         let mut usable_after_failure = !conn.is_in_transaction();
+        // A timed wait on a borrowed connection costs more than the bare lock function: its
+        // statement sets and restores `lock_timeout` around the lock, and inside the caller's
+        // transaction it is plain text in a savepoint, which the server plans on every call.
+        // So try first with the prepared statement: a lock nobody holds is taken in one cheap
+        // round trip, and only a lock that is held pays for the wait. A try never jumps the
+        // queue: Postgres refuses it when it conflicts with a waiting request too. (Waits on a
+        // connection pglock owns keep their one message, which carries the cancel-safety
+        // setting and the context comment.)
+        if timeout_ms.is_some()
+            && !conn.closes_on_drop()
+            && let Some(session) = try_once(self.mode, key, conn).await?
+        {
+            return Ok(session);
+        }
         let result = match self.wait {
             Wait::NoWait => {
                 return match try_once(self.mode, key, conn).await? {
@@ -456,14 +470,6 @@ impl Advisory {
                 result
             }
             Wait::Limit(_) if conn.is_in_transaction() => {
-                // The timed wait below must be plain text (a savepoint around it keeps the
-                // transaction usable), which the server plans on every call. Try first with the
-                // prepared statement: a lock nobody holds is then taken in one cheap round trip,
-                // and only a lock that is held pays for the wait. A try never jumps the queue:
-                // Postgres refuses it when it conflicts with a waiting request too.
-                if let Some(session) = try_once(self.mode, key, conn).await? {
-                    return Ok(session);
-                }
                 usable_after_failure = true;
                 let on = WaitOn::CallerTransaction;
                 let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
@@ -485,14 +491,6 @@ impl Advisory {
                 result
             }
             _ => {
-                // A timed wait's statement sets and restores `lock_timeout` around the lock,
-                // which costs a few microseconds more than the lock alone: try first, so that
-                // only a lock that is held pays for it (see the transaction case above).
-                if timeout_ms.is_some()
-                    && let Some(session) = try_once(self.mode, key, conn).await?
-                {
-                    return Ok(session);
-                }
                 let statement = sql::wait_bound(self.mode, key, timeout_ms.is_some());
                 let query = sqlx::query(AssertSqlSafe(statement));
                 let query = match timeout_ms {
