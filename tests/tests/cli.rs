@@ -17,7 +17,7 @@ use common::{
 use pglock_tests::TestDb;
 use sqlx::{Connection as _, PgConnection, PgPool};
 
-/// The `pglock` executable, built once per test process with the `cli` feature.
+/// The `pglock` executable (package `pglock-cli`), built once per test process.
 ///
 /// `CARGO_BIN_EXE_pglock` only exists for the tests of the package that has the binary, so
 /// this asks cargo, which builds it if it is missing or stale and names the file in its JSON
@@ -39,7 +39,7 @@ fn binary() -> &'static Path {
             .unwrap_or_else(|e| panic!("running {cargo:?} to build the pglock command: {e}"));
         assert!(
             output.status.success(),
-            "building the pglock command failed ({}); run `cargo build -p pglock --features cli` \
+            "building the pglock command failed ({}); run `cargo build -p pglock-cli` \
              to see why",
             output.status
         );
