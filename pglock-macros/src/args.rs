@@ -103,14 +103,9 @@ fn unknown(what: &dyn quote::ToTokens, name: &str, attr: &str, keys: &[&str]) ->
     )
 }
 
-/// The name of an argument, for `db = conn`.
-fn argument_name(value: &Expr) -> syn::Result<Ident> {
-    bare_ident(value).cloned().ok_or_else(|| {
-        syn::Error::new_spanned(
-            value,
-            "expected the name of one of the function's arguments",
-        )
-    })
+/// A database handle, for `db = ...`: any expression (the type system checks what it is).
+fn handle_expr(value: &Expr) -> syn::Result<Expr> {
+    Ok(value.clone())
 }
 
 /// `true` or `false`; a bare flag means `true`.
@@ -204,7 +199,7 @@ pub struct AdvisoryArgs {
     pub side_effect: SideEffect,
     pub shared: bool,
     pub xact: bool,
-    pub db: Option<Ident>,
+    pub db: Option<Expr>,
 }
 
 const ADVISORY_KEYS: &[&str] = &["id", "timeout", "side_effect", "shared", "xact", "db"];
@@ -224,7 +219,7 @@ impl AdvisoryArgs {
                     }
                     "shared" => shared.set(&key, boolean(&value), &mut errors),
                     "xact" => xact.set(&key, boolean(&value), &mut errors),
-                    "db" => db.set(&key, argument_name(&value), &mut errors),
+                    "db" => db.set(&key, handle_expr(&value), &mut errors),
                     name => errors.push(unknown(&key, name, "advisory", ADVISORY_KEYS)),
                 },
                 Arg::Bare(expr) => match bare_ident(&expr).map(Ident::to_string).as_deref() {
@@ -261,7 +256,7 @@ impl AdvisoryArgs {
 /// The arguments of `#[pglock::timeout]`.
 pub struct TimeoutArgs {
     pub limit: Limit,
-    pub db: Option<Ident>,
+    pub db: Option<Expr>,
 }
 
 const TIMEOUT_KEYS: &[&str] = &["db"];
@@ -273,7 +268,7 @@ impl TimeoutArgs {
         for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {
-                    "db" => db.set(&key, argument_name(&value), &mut errors),
+                    "db" => db.set(&key, handle_expr(&value), &mut errors),
                     "side_effect" => errors.push(syn::Error::new_spanned(
                         &key,
                         "#[pglock::timeout] has no side_effect: a statement that waits too long \
@@ -346,8 +341,8 @@ pub struct PrioritizeArgs {
     pub timeout: Option<Limit>,
     pub signal: Option<Signal>,
     pub older_than: Option<Dur>,
-    pub db: Option<Ident>,
-    pub watcher: Option<Ident>,
+    pub db: Option<Expr>,
+    pub watcher: Option<Expr>,
 }
 
 const PRIORITIZE_KEYS: &[&str] = &[
@@ -388,8 +383,8 @@ impl PrioritizeArgs {
                     "timeout" => timeout.set(&key, session_limit(&value), &mut errors),
                     "side_effect" => signal.set(&key, prioritize_side_effect(&value), &mut errors),
                     "older_than" => older_than.set(&key, duration::parse(&value), &mut errors),
-                    "db" => db.set(&key, argument_name(&value), &mut errors),
-                    "watcher" => watcher.set(&key, argument_name(&value), &mut errors),
+                    "db" => db.set(&key, handle_expr(&value), &mut errors),
+                    "watcher" => watcher.set(&key, handle_expr(&value), &mut errors),
                     name => errors.push(unknown(&key, name, "prioritize", PRIORITIZE_KEYS)),
                 },
                 Arg::Bare(expr) => {

@@ -1,105 +1,194 @@
-//! Rewriting a function: its signature stays as written, and its body moves into an `async move`
-//! closure handed to one function of `::pglock::__private`, which takes the lock (or sets the
-//! timeout, or starts the watcher), runs the body, and cleans up however the body ends.
+//! Rewriting a function: its signature stays as written, and its body is wrapped in one layer per
+//! pglock attribute, in reading order (the top attribute outermost, as Python decorators nest).
+//!
+//! Each layer enters its scope (takes the lock, sets the timeout, starts the watcher) through the
+//! one runtime entry, `::pglock::__private::enter`, lends the handle back to the code inside under
+//! its own name, runs that code in an `async move` block, and ends the scope however the block
+//! ended.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{ItemFn, ReturnType};
+use syn::{Attribute, FnArg, Ident, Meta, Pat};
 
 use crate::args::{AdvisoryArgs, Limit, PrioritizeArgs, SideEffect, Signal, TimeoutArgs};
 use crate::duration::Dur;
-use crate::handle::{self, HandleArg, Kind};
+use crate::handle::{self, Binding, Handle, Kind};
+use crate::item::{Body, Func};
 
-/// `#[pglock::advisory]`.
-pub fn advisory(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand(item, |func| {
-        let args = AdvisoryArgs::parse(args)?;
-        require_async(&func, "advisory")?;
-        let handle = match &args.db {
-            Some(name) => Some(handle::named(&func.sig, name)?),
-            None => handle::detect(&func.sig, |_| true)?,
-        };
-        Ok(rewrite_advisory(func, &args, handle))
-    })
+/// Which attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Advisory,
+    Timeout,
+    Prioritize,
 }
 
-/// `#[pglock::timeout]`.
-pub fn timeout(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand(item, |func| {
-        let args = TimeoutArgs::parse(args)?;
-        require_async(&func, "timeout")?;
-        let conn = one_session(&func, args.db.as_ref(), "timeout", "sets lock_timeout on")?;
-        let limit = limit_option(args.limit);
-        let name = &conn.name;
-        let enter = quote_spanned!(return_span(&func)=>
-            ::pglock::__private::timeout_on(::pglock::__private::timeout(#limit), #name)
-        );
-        Ok(lending(func, &conn, enter))
-    })
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Advisory => "advisory",
+            Which::Timeout => "timeout",
+            Which::Prioritize => "prioritize",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "advisory" => Some(Which::Advisory),
+            "timeout" => Some(Which::Timeout),
+            "prioritize" => Some(Which::Prioritize),
+            _ => None,
+        }
+    }
 }
 
-/// `#[pglock::prioritize]`.
-pub fn prioritize(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand(item, |func| {
-        let args = PrioritizeArgs::parse(args)?;
-        require_async(&func, "prioritize")?;
-        let conn = one_session(&func, args.db.as_ref(), "prioritize", "protects")?;
-        let watcher = match &args.watcher {
-            Some(name) => Some(handle::named(&func.sig, name)?),
-            None => handle::detect(&func.sig, |kind| kind != Kind::Connection)?,
-        };
-        let watcher = match watcher {
-            Some(arg) if arg.kind == Kind::Connection => {
-                return Err(syn::Error::new_spanned(
-                    &arg.name,
-                    "the watcher is a pool (`&PgPool`) that prioritize's background task \
-                     connects with, not a connection",
-                ));
-            }
-            Some(arg) => pool_expr(Some(&arg)),
-            None => pool_expr(None),
-        };
-
-        let mut settings = quote!(::pglock::__private::prioritize());
-        if let Some(interval) = args.interval {
-            let interval = duration(interval);
-            settings.extend(quote!(.interval(#interval)));
-        }
-        if let Some(periodic) = args.periodic {
-            settings.extend(quote!(.periodic(#periodic)));
-        }
-        if args.signal == Some(Signal::Cancel) {
-            settings.extend(quote!(.signal(::pglock::__private::Signal::Cancel)));
-        }
-        if let Some(age) = args.older_than {
-            let age = duration(age);
-            settings.extend(quote!(.older_than(#age)));
-        }
-        if let Some(limit) = args.timeout {
-            let limit = limit_option(limit);
-            settings.extend(quote!(.timeout(#limit)));
-        }
-        let name = &conn.name;
-        let enter = quote_spanned!(return_span(&func)=>
-            ::pglock::__private::prioritize_on(#settings, #name, #watcher)
-        );
-        Ok(lending(func, &conn, enter))
-    })
+/// One attribute of the stack, parsed.
+enum Layer {
+    Advisory(AdvisoryArgs),
+    Timeout(TimeoutArgs),
+    Prioritize(PrioritizeArgs),
 }
 
-/// Parse the item, rewrite it, and on any error emit the error next to the function as written,
-/// so that one mistake does not also make every call of the function an error.
-fn expand(
-    item: TokenStream,
-    rewrite: impl FnOnce(ItemFn) -> syn::Result<TokenStream>,
-) -> TokenStream {
-    let func = match syn::parse2::<ItemFn>(item.clone()) {
+impl Layer {
+    fn parse(which: Which, args: TokenStream) -> syn::Result<Self> {
+        Ok(match which {
+            Which::Advisory => Layer::Advisory(AdvisoryArgs::parse(args)?),
+            Which::Timeout => Layer::Timeout(TimeoutArgs::parse(args)?),
+            Which::Prioritize => Layer::Prioritize(PrioritizeArgs::parse(args)?),
+        })
+    }
+}
+
+/// Expand `#[pglock::<which>(args)]` on `item`, together with the pglock attributes below it.
+pub fn attribute(which: Which, args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut func = match syn::parse2::<Func>(item.clone()) {
         Ok(func) => func,
         Err(error) => return with_error(item, error),
     };
-    let original = func.to_token_stream();
-    rewrite(func).unwrap_or_else(|error| with_error(original, error))
+    // The pglock attributes below this one: this one expands them all, so that they nest in
+    // reading order (Rust would expand each in turn, the bottom one outermost).
+    let mut stack = vec![(which, args)];
+    func.attrs.retain(|attr| match pglock_attribute(attr) {
+        Some(found) => {
+            stack.push(found);
+            false
+        }
+        None => true,
+    });
+    let mut errors = Errors::default();
+    let layers: Vec<Layer> = stack
+        .into_iter()
+        .filter_map(|(which, args)| errors.keep(Layer::parse(which, args)))
+        .collect();
+    errors.keep(check_function(&func, which));
+    if let Some(error) = errors.0 {
+        return with_error(func.unchanged(), error);
+    }
+    match rewrite(&func, &layers) {
+        Ok((body, moved)) => {
+            without_mut(&mut func, &moved);
+            func.with_body(body)
+        }
+        Err(error) => with_error(func.unchanged(), error),
+    }
+}
+
+/// The function with `mut` taken off the bindings handed to a scope: the body binds them again,
+/// as written, and the outer binding is only moved. (Patterns are not part of a function's type,
+/// so its signature is unchanged.)
+fn without_mut(func: &mut Func, moved: &[Ident]) {
+    fn strip(pat: &mut Pat, moved: &[Ident]) {
+        match pat {
+            Pat::Ident(ident) => {
+                if moved.contains(&ident.ident) {
+                    ident.mutability = None;
+                }
+                if let Some((_, sub)) = &mut ident.subpat {
+                    strip(sub, moved);
+                }
+            }
+            Pat::Tuple(tuple) => tuple.elems.iter_mut().for_each(|p| strip(p, moved)),
+            Pat::TupleStruct(tuple) => tuple.elems.iter_mut().for_each(|p| strip(p, moved)),
+            Pat::Struct(object) => object
+                .fields
+                .iter_mut()
+                .for_each(|field| strip(&mut field.pat, moved)),
+            Pat::Slice(slice) => slice.elems.iter_mut().for_each(|p| strip(p, moved)),
+            Pat::Reference(reference) => strip(&mut reference.pat, moved),
+            Pat::Paren(paren) => strip(&mut paren.pat, moved),
+            Pat::Type(typed) => strip(&mut typed.pat, moved),
+            _ => {}
+        }
+    }
+    for input in &mut func.sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            strip(&mut typed.pat, moved);
+        }
+    }
+}
+
+/// A pglock attribute (`#[pglock::advisory(..)]`, `#[::pglock::timeout(..)]`), with its tokens.
+fn pglock_attribute(attr: &Attribute) -> Option<(Which, TokenStream)> {
+    let path = attr.path();
+    let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let [krate, name] = names.as_slice() else {
+        return None;
+    };
+    if krate != "pglock" {
+        return None;
+    }
+    let which = Which::from_name(name)?;
+    let tokens = match &attr.meta {
+        Meta::List(list) => list.tokens.clone(),
+        Meta::Path(_) => TokenStream::new(),
+        Meta::NameValue(value) => value.value.to_token_stream(),
+    };
+    Some((which, tokens))
+}
+
+fn check_function(func: &Func, which: Which) -> syn::Result<()> {
+    let name = which.name();
+    if let Body::Missing(_) = func.body {
+        return Err(syn::Error::new_spanned(
+            &func.sig.ident,
+            format!(
+                "#[pglock::{name}] wraps a body, and this declaration has none: put the \
+                 attribute on the method where it is implemented (in the `impl ... for ...` \
+                 block), or give the method a default body here"
+            ),
+        ));
+    }
+    if func.sig.asyncness.is_none() && !matches!(func.body, Body::AsyncTrait { .. }) {
+        return Err(syn::Error::new_spanned(
+            func.sig.fn_token,
+            format!(
+                "#[pglock::{name}] only works on `async fn`: pglock talks to Postgres \
+                 asynchronously (make the function `async fn`, or use pglock's runtime API \
+                 inside it)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Collects errors so that all of them are reported at once.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn keep<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                match &mut self.0 {
+                    Some(errors) => errors.combine(error),
+                    None => self.0 = Some(error),
+                }
+                None
+            }
+        }
+    }
 }
 
 fn with_error(mut item: TokenStream, error: syn::Error) -> TokenStream {
@@ -107,180 +196,237 @@ fn with_error(mut item: TokenStream, error: syn::Error) -> TokenStream {
     item
 }
 
-fn require_async(func: &ItemFn, attr: &str) -> syn::Result<()> {
-    if func.sig.asyncness.is_some() {
-        return Ok(());
-    }
-    Err(syn::Error::new_spanned(
-        func.sig.fn_token,
-        format!(
-            "#[pglock::{attr}] only works on `async fn`: pglock talks to Postgres asynchronously \
-             (make the function `async fn`, or use pglock's runtime API inside it)"
-        ),
-    ))
+fn hygienic(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
 }
 
-/// The connection argument `timeout` and `prioritize` act on: they need one session.
-fn one_session(
-    func: &ItemFn,
-    db: Option<&syn::Ident>,
-    attr: &str,
-    does: &str,
-) -> syn::Result<HandleArg> {
+/// What every layer of one function shares.
+struct Context<'a> {
+    func: &'a Func,
+    bindings: Vec<Binding>,
+    /// The return type, to anchor the body's type to (none for types with `impl Trait`).
+    anchor: Option<TokenStream>,
+}
+
+/// The new body: the probes and return-type checks, then the layers around the old body; and the
+/// bindings moved into a scope.
+fn rewrite(func: &Func, layers: &[Layer]) -> syn::Result<(TokenStream, Vec<Ident>)> {
+    let cx = Context {
+        func,
+        bindings: handle::bindings(&func.sig),
+        anchor: match func.output() {
+            Some(ty) if mentions_impl(ty.to_token_stream()) => None,
+            Some(ty) => Some(ty.to_token_stream()),
+            None => Some(quote!(())),
+        },
+    };
+    let mut errors = Errors::default();
+    let mut handles = Vec::new();
+    let mut probed = Vec::new();
+    for layer in layers {
+        if let Some((handle, probes)) = errors.keep(resolve(&cx, layer)) {
+            handles.push(handle);
+            for binding in probes {
+                if !probed.iter().any(|b: &Binding| b.name == binding.name) {
+                    probed.push(binding.clone());
+                }
+            }
+        }
+    }
+    if let Some(error) = errors.0 {
+        return Err(error);
+    }
+
+    let mut prelude: TokenStream = probed.iter().map(handle::probe).collect();
+    let (raise, skip) = (hygienic("__pglock_raise"), hygienic("__pglock_skip"));
+    let skips = |layer: &Layer| matches!(layer, Layer::Advisory(args) if args.side_effect == SideEffect::Skip);
+    // Each return-type rule is checked once, at the return type, whichever layers need it.
+    if layers.iter().any(|layer| !skips(layer)) {
+        prelude.extend(policy(&cx, &raise, "raise"));
+    }
+    if layers.iter().any(skips) {
+        prelude.extend(policy(&cx, &skip, "skip"));
+    }
+
+    let block = func.block();
+    let mut body = quote!(#block);
+    for (layer, handle) in layers.iter().zip(&handles).rev() {
+        let policy = if skips(layer) { &skip } else { &raise };
+        body = wrap(&cx, layer, handle, policy, body);
+    }
+    let moved = handles
+        .iter()
+        .filter_map(|handle| match handle {
+            Handle::Binding(binding) => Some(binding.name.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok((quote!(#prelude #body), moved))
+}
+
+/// `let __pglock_raise = ::pglock::__private::raise::<R>();`, spanned at the return type so
+/// that a return type that does not fit is reported there, once.
+fn policy(cx: &Context<'_>, name: &Ident, rule: &str) -> TokenStream {
+    let span = match cx.func.output() {
+        Some(ty) => ty.span(),
+        None => cx.func.sig.ident.span(),
+    };
+    let rule = Ident::new(rule, span);
+    let turbofish = match &cx.anchor {
+        Some(ty) => quote_spanned!(span=> ::<#ty>),
+        None => quote!(),
+    };
+    quote_spanned! {span=>
+        let #name = ::pglock::__private::#rule #turbofish ();
+    }
+}
+
+/// The handle a layer acts on, and the bindings to probe because the macro could not read them.
+fn resolve<'a>(cx: &'a Context<'_>, layer: &Layer) -> syn::Result<(Handle, Vec<&'a Binding>)> {
+    let sig = &cx.func.sig;
+    let all = &cx.bindings;
+    match layer {
+        Layer::Advisory(args) => {
+            if let Some(db) = &args.db {
+                return Ok((handle::named(sig, all, db)?, Vec::new()));
+            }
+            let found = handle::detect(all, |_| true)?;
+            let probes = handle::unread(all, found.as_ref().map(|b| &b.name));
+            let handle = found.map_or(Handle::Default, Handle::Binding);
+            Ok((handle, probes))
+        }
+        Layer::Timeout(TimeoutArgs { db, .. }) | Layer::Prioritize(PrioritizeArgs { db, .. }) => {
+            let name = match layer {
+                Layer::Timeout(_) => "#[pglock::timeout] sets lock_timeout on",
+                _ => "#[pglock::prioritize] protects",
+            };
+            if let Some(db) = db {
+                return Ok((handle::named(sig, all, db)?, Vec::new()));
+            }
+            one_session(cx, name).map(|handle| (handle, Vec::new()))
+        }
+    }
+}
+
+/// The session a lock timeout or prioritize acts on, when `db = ...` does not say.
+fn one_session(cx: &Context<'_>, does: &str) -> syn::Result<Handle> {
+    let all = &cx.bindings;
     let need = format!(
-        "#[pglock::{attr}] {does} one database session, so it needs a connection argument: \
+        "{does} one database session, so it needs a connection argument: \
          `&mut PgConnection`, `&mut PoolConnection<Postgres>` or `&mut Transaction<'_, Postgres>`"
     );
-    let found = match db {
-        Some(name) => Some(handle::named(&func.sig, name)?),
-        None => handle::detect(&func.sig, |kind| kind == Kind::Connection)?,
-    };
-    let pool = |arg: HandleArg| {
-        syn::Error::new_spanned(
-            &arg.name,
-            format!("{need}; `{}` is a pool, which has many sessions", arg.name),
-        )
-    };
-    match found {
-        Some(arg) if arg.kind == Kind::Connection => Ok(arg),
-        Some(arg) => Err(pool(arg)),
-        None => match handle::detect(&func.sig, |kind| kind != Kind::Connection) {
-            Ok(Some(arg)) => Err(pool(arg)),
-            _ => Err(syn::Error::new_spanned(&func.sig.ident, need)),
-        },
+    if let Some(found) = handle::detect(all, |kind| kind == Kind::Connection)? {
+        return Ok(Handle::Binding(found));
+    }
+    if let Some(pool) = handle::detect(all, |kind| kind != Kind::Connection)? {
+        return Err(syn::Error::new_spanned(
+            &pool.name,
+            format!("{need}; `{}` is a pool, which has many sessions", pool.name),
+        ));
+    }
+    // No written type says it: the one `&mut` argument the macro cannot read, else the one such
+    // argument at all, is the candidate, and the type system checks that it is a session.
+    let unread = handle::unread(all, None);
+    let mut_refs: Vec<&Binding> = unread.iter().copied().filter(|b| b.mut_ref).collect();
+    match (mut_refs.as_slice(), unread.as_slice()) {
+        ([one], _) | ([], [one]) => Ok(Handle::Binding((*one).clone())),
+        _ => Err(syn::Error::new_spanned(
+            &cx.func.sig.ident,
+            format!("{need} (behind an alias, name it with `db = ...`)"),
+        )),
     }
 }
 
-/// Where the return type is written (the function name when there is none), for errors about it.
-/// The runtime call is spanned there, parentheses included, so that an unsatisfied bound on the
-/// return type is reported at the return type (a call whose tokens come from two places is
-/// reported at the attribute instead).
-fn return_span(func: &ItemFn) -> Span {
-    match &func.sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => func.sig.ident.span(),
-    }
-}
-
-/// `-> T` for the body's closure, anchoring the body's type to the declared one (so type errors
-/// land in the user's code); nothing when the type has `impl Trait` in it, which a closure's
-/// return type cannot.
-fn closure_return(func: &ItemFn) -> TokenStream {
-    match &func.sig.output {
-        ReturnType::Type(_, ty) if !mentions_impl(ty.to_token_stream()) => quote!(-> #ty),
-        ReturnType::Type(..) => quote!(),
-        ReturnType::Default => quote!(-> ()),
-    }
-}
-
-fn mentions_impl(tokens: TokenStream) -> bool {
-    tokens.into_iter().any(|token| match token {
-        proc_macro2::TokenTree::Ident(ident) => ident == "impl",
-        proc_macro2::TokenTree::Group(group) => mentions_impl(group.stream()),
-        _ => false,
-    })
-}
-
-/// The body for a function whose connection argument is lent back to it: `enter` (a call of
-/// `::pglock::__private`) takes the lock, sets the timeout or starts the watcher, or gives the
-/// function's early return value; the connection is then lent to the body, in an `async move`
-/// block, under the argument's own name and type; `exit` ends the scope and gives the result.
-///
-/// A block rather than a closure: a closure taking `&mut Transaction<'_, _>` would be generic
-/// over the transaction's lifetime, and its future would fail `Send` checks.
-fn lending(func: ItemFn, arg: &HandleArg, enter: TokenStream) -> TokenStream {
-    let func = without_outer_mut(func, arg);
-    let hygienic = |name: &str| syn::Ident::new(name, Span::mixed_site());
-    let (scope, early, out) = (
-        hygienic("__pglock_scope"),
-        hygienic("__pglock_early"),
+/// One layer around `inner`: enter, lend, run, exit.
+fn wrap(
+    cx: &Context<'_>,
+    layer: &Layer,
+    handle: &Handle,
+    policy: &Ident,
+    inner: TokenStream,
+) -> TokenStream {
+    let kind = kind(cx, layer);
+    let (entered, lent, runner, out) = (
+        hygienic("__pglock_entered"),
+        hygienic("__pglock_lent"),
+        hygienic("__pglock_runner"),
         hygienic("__pglock_out"),
     );
-    let (pat, block) = (&arg.pat, &func.block);
-    let anchor = outcome_type(&func);
-    let body = quote! {
-        let mut #scope = match #enter.await {
-            ::core::result::Result::Ok(#scope) => #scope,
+    let (ok, early) = (hygienic("entered"), hygienic("early"));
+    let target = handle.tokens();
+    let check = match layer {
+        Layer::Advisory(_) => quote_spanned!(handle.span()=> handle),
+        _ => quote_spanned!(handle.span()=> session),
+    };
+    // The handle is checked where it is written, once; the call after it cannot fail on it.
+    let checked = quote_spanned! {handle.span()=>
+        {
+            #[allow(unused_imports)]
+            use ::pglock::__private::Unchecked as _;
+            ::pglock::__private::Check(#target).#check()
+        }
+    };
+    let enter = quote!(::pglock::__private::enter(#policy, #kind, #checked));
+    let (split, rebind) = match handle {
+        Handle::Binding(binding) => {
+            let (name, mutability) = (&binding.name, binding.mutable.then(|| quote!(mut)));
+            (
+                quote!((#lent, #runner)),
+                quote!(let #mutability #name = #lent;),
+            )
+        }
+        _ => (quote!((_, #runner)), quote!()),
+    };
+    let anchor = cx
+        .anchor
+        .as_ref()
+        .map(|ty| quote!(: ::pglock::__private::Outcome<#ty>));
+    quote! {
+        let mut #entered = match #enter.await {
+            ::core::result::Result::Ok(#ok) => #ok,
             ::core::result::Result::Err(#early) => return #early,
         };
-        let #pat = #scope.lend();
-        let #out #anchor = ::pglock::__private::catch_panic(async move #block).await;
-        #scope.exit(#out).await
+        let #split = #entered.split();
+        let #out #anchor = #runner.run(async move {
+            #rebind
+            #inner
+        }).await;
+        #entered.exit(#out).await
+    }
+}
+
+/// The scope a layer enters: the runtime builder it configures.
+fn kind(cx: &Context<'_>, layer: &Layer) -> TokenStream {
+    match layer {
+        Layer::Advisory(args) => advisory(cx, args),
+        Layer::Timeout(args) => {
+            let limit = limit_option(args.limit);
+            quote!(::pglock::__private::timeout(#limit))
+        }
+        Layer::Prioritize(args) => prioritize(cx, args),
+    }
+}
+
+/// `advisory(id).function(path)...`: the id as written (taken by reference, so that arguments it
+/// names stay usable), else the function's path; methods name their type too.
+fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
+    let name = cx.func.sig.ident.to_string();
+    let path = if cx.func.has_receiver() {
+        quote! {
+            ::pglock::__private::method_id(
+                ::core::module_path!(),
+                ::core::any::type_name::<Self>(),
+                #name,
+            )
+        }
+    } else {
+        quote!(::core::concat!(::core::module_path!(), "::", #name))
     };
-    with_body(func, body)
-}
-
-/// `: std::thread::Result<T>` for the body's outcome, anchoring the body's type to the declared
-/// one (so type errors land in the user's code); nothing when the type has `impl Trait` in it.
-fn outcome_type(func: &ItemFn) -> TokenStream {
-    match &func.sig.output {
-        ReturnType::Type(_, ty) if !mentions_impl(ty.to_token_stream()) => {
-            quote!(: ::std::thread::Result<#ty>)
-        }
-        ReturnType::Type(..) => quote!(),
-        ReturnType::Default => quote!(: ::std::thread::Result<()>),
-    }
-}
-
-/// The body as a closure that needs nothing lent (the lock's connection is pglock's own).
-fn plain_closure(func: &ItemFn) -> TokenStream {
-    let (ret, block) = (closure_return(func), &func.block);
-    quote!(async move || #ret #block)
-}
-
-fn with_body(mut func: ItemFn, body: TokenStream) -> TokenStream {
-    func.block = Box::new(syn::parse_quote!({ #body }));
-    func.into_token_stream()
-}
-
-/// The function with `mut` taken off the lent argument's binding: the body's closure binds it
-/// again, as written, and the outer binding is only handed on. (Patterns are not part of a
-/// function's type, so its signature is unchanged.)
-fn without_outer_mut(mut func: ItemFn, arg: &HandleArg) -> ItemFn {
-    for input in &mut func.sig.inputs {
-        if let syn::FnArg::Typed(typed) = input
-            && let syn::Pat::Ident(pat) = &mut *typed.pat
-            && pat.ident == arg.name
-        {
-            pat.mutability = None;
-        }
-    }
-    func
-}
-
-fn duration(dur: Dur) -> TokenStream {
-    let Dur { secs, nanos } = dur;
-    quote!(::pglock::__private::duration(#secs, #nanos))
-}
-
-fn limit_option(limit: Limit) -> TokenStream {
-    match limit {
-        Limit::NoLimit => quote!(::core::option::Option::None::<::core::time::Duration>),
-        Limit::At(dur) => {
-            let dur = duration(dur);
-            quote!(::core::option::Option::Some(#dur))
-        }
-    }
-}
-
-/// A pool to hand to the runtime: the argument (cloned if owned) or the default pool.
-fn pool_expr(arg: Option<&HandleArg>) -> TokenStream {
-    match arg {
-        Some(HandleArg {
-            name,
-            kind: Kind::PoolValue,
-            ..
-        }) => quote!(::core::clone::Clone::clone(&#name)),
-        Some(arg) => arg.name.to_token_stream(),
-        None => quote!(::pglock::__private::default_pool()),
-    }
-}
-
-fn rewrite_advisory(func: ItemFn, args: &AdvisoryArgs, handle: Option<HandleArg>) -> TokenStream {
-    let name = func.sig.ident.to_string();
-    let path = quote!(::core::concat!(::core::module_path!(), "::", #name));
     let id = match &args.id {
-        Some(id) => id.to_token_stream(),
+        Some(id) => {
+            let span = id.span();
+            quote_spanned!(span=> ::pglock::__private::lock_id(&(#id)))
+        }
         None => path.clone(),
     };
     // The function's path goes into the context comment of the statements that wait.
@@ -299,24 +445,66 @@ fn rewrite_advisory(func: ItemFn, args: &AdvisoryArgs, handle: Option<HandleArg>
         }
         None => {}
     }
-    let side = match args.side_effect {
-        SideEffect::Raise => "raise",
-        SideEffect::Skip => "skip",
-    };
-    let span = return_span(&func);
-    match &handle {
-        Some(arg) if arg.kind == Kind::Connection => {
-            let call = syn::Ident::new(&format!("advisory_on_{side}"), span);
-            let name = &arg.name;
-            let enter = quote_spanned!(span=> ::pglock::__private::#call(#lock, #name));
-            lending(func, arg, enter)
+    lock
+}
+
+/// `prioritize()...` with its watcher pool: `watcher = ...`, else the one pool argument, else
+/// the default pool.
+fn prioritize(cx: &Context<'_>, args: &PrioritizeArgs) -> TokenStream {
+    let mut settings = quote!(::pglock::__private::prioritize());
+    if let Some(interval) = args.interval {
+        let interval = duration(interval);
+        settings.extend(quote!(.interval(#interval)));
+    }
+    if let Some(periodic) = args.periodic {
+        settings.extend(quote!(.periodic(#periodic)));
+    }
+    if args.signal == Some(Signal::Cancel) {
+        settings.extend(quote!(.signal(::pglock::__private::Signal::Cancel)));
+    }
+    if let Some(age) = args.older_than {
+        let age = duration(age);
+        settings.extend(quote!(.older_than(#age)));
+    }
+    if let Some(limit) = args.timeout {
+        let limit = limit_option(limit);
+        settings.extend(quote!(.timeout(#limit)));
+    }
+    let watcher = match &args.watcher {
+        Some(expr) => {
+            let span = expr.span();
+            quote_spanned!(span=> &(#expr))
         }
-        pool => {
-            let call = syn::Ident::new(&format!("advisory_pool_{side}"), span);
-            let (pool, body) = (pool_expr(pool.as_ref()), plain_closure(&func));
-            let call = quote_spanned!(span=> ::pglock::__private::#call(#lock, #pool, #body));
-            let body = quote!(#call.await);
-            with_body(func, body)
+        None => match handle::detect(&cx.bindings, |kind| kind != Kind::Connection) {
+            Ok(Some(pool)) => {
+                let name = &pool.name;
+                quote!(&#name)
+            }
+            _ => quote!(&::pglock::__private::default_pool()),
+        },
+    };
+    quote!(::pglock::__private::watcher(#settings, #watcher))
+}
+
+fn mentions_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+        proc_macro2::TokenTree::Group(group) => mentions_impl(group.stream()),
+        _ => false,
+    })
+}
+
+fn duration(dur: Dur) -> TokenStream {
+    let Dur { secs, nanos } = dur;
+    quote!(::pglock::__private::duration(#secs, #nanos))
+}
+
+fn limit_option(limit: Limit) -> TokenStream {
+    match limit {
+        Limit::NoLimit => quote!(::core::option::Option::None::<::core::time::Duration>),
+        Limit::At(dur) => {
+            let dur = duration(dur);
+            quote!(::core::option::Option::Some(#dur))
         }
     }
 }

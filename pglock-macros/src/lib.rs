@@ -2,27 +2,31 @@
 //! `#[pglock::timeout]` and `#[pglock::prioritize]`.
 //!
 //! Use them through the `pglock` crate, which re-exports them and documents them. Each entry point
-//! here hands its tokens to [`expand`], which parses the arguments ([`args`]), finds the
-//! function's database handle ([`handle`]) and rewrites the body.
+//! here hands its tokens to [`expand`], which parses the function ([`item`]) and the arguments of
+//! every pglock attribute on it ([`args`]), finds each scope's database handle ([`handle`]), and
+//! wraps the body in one layer per attribute, top attribute outermost.
 
 mod args;
 mod duration;
 mod expand;
 mod handle;
+mod item;
 
 use proc_macro::TokenStream;
 
+use expand::Which;
+
 #[proc_macro_attribute]
 pub fn advisory(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::advisory(args.into(), item.into()).into()
+    expand::attribute(Which::Advisory, args.into(), item.into()).into()
 }
 
 #[proc_macro_attribute]
 pub fn timeout(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::timeout(args.into(), item.into()).into()
+    expand::attribute(Which::Timeout, args.into(), item.into()).into()
 }
 
 #[proc_macro_attribute]
 pub fn prioritize(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::prioritize(args.into(), item.into()).into()
+    expand::attribute(Which::Prioritize, args.into(), item.into()).into()
 }

@@ -99,7 +99,7 @@ mod sealed {
 }
 
 /// The connection a lock lives on.
-pub(crate) enum Conn<'c> {
+pub enum Conn<'c> {
     /// Checked out of `pool` by pglock. Dropping it mid-statement closes it, which is what makes
     /// waits on a pool cancel-safe (see `sql::CLIENT_CHECK_MS`). The pool is kept for the
     /// servers where closing is not enough (see `advisory::orphan`).
@@ -160,6 +160,93 @@ impl DerefMut for Conn<'_> {
             Conn::Owned(conn, _) => conn,
             Conn::PoolConnection(conn) => conn,
             Conn::InOwnedTransaction(conn, _) | Conn::Connection(conn) => conn,
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// Whether the connection is inside a transaction: one begun through sqlx, or the one pglock
+    /// opened itself on a connection it owns.
+    pub(crate) fn is_in_transaction(&self) -> bool {
+        match self {
+            Conn::InOwnedTransaction(..) => true,
+            conn => sqlx::Connection::is_in_transaction(&**conn),
+        }
+    }
+}
+
+/// A connection that is [abandoned](Conn::abandon) if dropped before [`keep`](Self::keep): for a
+/// statement whose future may be dropped mid-flight, leaving the session in a state that must not
+/// reach another user (a setting changed and not read back).
+pub(crate) struct AbandonUnlessKept<'c> {
+    conn: Option<Conn<'c>>,
+    armed: bool,
+}
+
+impl<'c> AbandonUnlessKept<'c> {
+    /// Guard `conn`, if `guard` says it needs it; otherwise this only lends it.
+    pub(crate) fn new(conn: Conn<'c>, guard: bool) -> Self {
+        AbandonUnlessKept {
+            conn: Some(conn),
+            armed: guard,
+        }
+    }
+
+    /// The statement finished: nothing to abandon.
+    pub(crate) fn keep(mut self) {
+        self.conn = None;
+    }
+}
+
+impl Drop for AbandonUnlessKept<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.armed
+        {
+            conn.abandon();
+        }
+    }
+}
+
+impl Deref for AbandonUnlessKept<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.conn.as_ref().expect("kept only by value")
+    }
+}
+
+impl DerefMut for AbandonUnlessKept<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("kept only by value")
+    }
+}
+
+/// A connection pglock owns that is closed when dropped, unless [`keep`](Self::keep) returns it
+/// to its pool.
+pub struct CloseUnlessKept(Option<PoolConnection<Postgres>>);
+
+impl CloseUnlessKept {
+    pub(crate) fn new(conn: PoolConnection<Postgres>) -> Self {
+        CloseUnlessKept(Some(conn))
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        self.0
+            .as_mut()
+            .expect("connection taken only by keep or drop")
+    }
+
+    pub(crate) fn keep(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for CloseUnlessKept {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            // Closing the socket ends the session on the server (see `Conn::abandon`).
+            drop(conn.detach());
         }
     }
 }

@@ -89,7 +89,7 @@
 #![warn(missing_docs)]
 
 mod advisory;
-mod attr;
+pub mod attribute;
 mod default_pool;
 mod error;
 mod handle;
@@ -97,6 +97,7 @@ mod inspect;
 mod key;
 mod mode;
 mod prioritize;
+mod scope;
 mod table;
 mod timeout;
 mod unwind;
@@ -128,8 +129,13 @@ pub use pglock_macros::timeout;
 #[doc(inline)]
 pub use pglock_macros::prioritize;
 
-/// The runtime half of the attributes: not public API.
+/// The one door the attributes' generated code goes through: not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::attr::*;
+    pub use crate::attribute::{
+        Check, DefaultPool, Entered, NotAHandle, Outcome, Policy, Runner, Unchecked, default_pool,
+        duration, enter, lock_id, method_id, probe, raise, skip, watcher,
+    };
+    pub use crate::unwind::catch_panic;
+    pub use crate::{Signal, Wait, advisory, prioritize, timeout};
 }

@@ -5,9 +5,8 @@ use std::time::Duration;
 use sqlx::{ConnectOptions, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 
-use crate::attr::{Lend, SessionScope};
-use crate::timeout::TimeoutScope;
-use crate::unwind::catch_panic;
+use crate::scope::{Held, Kind, OneSession, Site};
+use crate::timeout::TimeoutHeld;
 use crate::{Error, LockTimeout, Session};
 
 /// How [`prioritize`](fn@prioritize) ends a blocking session.
@@ -149,100 +148,85 @@ impl Prioritize {
     where
         E: From<Error>,
     {
-        crate::attr::on_session(self, db, body).await
+        crate::scope::on_session(self, db, body).await
     }
 }
 
-impl SessionScope for Prioritize {
-    /// The scope on any lendable handle, with `body` getting the handle back under its own type.
-    /// `failed` says whether `body`'s output is a failure, whose error then beats the task's.
-    async fn scope_on<H: Lend + ?Sized, T>(
-        self,
-        handle: &mut H,
-        body: impl AsyncFnOnce(&mut H) -> T,
-        failed: fn(&T) -> bool,
-    ) -> Result<T, Error> {
-        let mut scope = PrioritizeScope::enter(self, handle).await?;
-        let outcome = catch_panic(body(scope.lend())).await;
-        scope.exit(outcome, failed).await
-    }
-}
+impl<H: OneSession> Kind<H> for Prioritize {
+    type Held = PrioritizeHeld;
 
-/// A protected session, from [`enter`](Self::enter) (the background task starts) to
-/// [`exit`](Self::exit) (it stops), with the session lent out in between. Dropped before `exit`,
-/// the task is aborted.
-pub(crate) struct PrioritizeScope<'a, H: Lend + ?Sized> {
-    session: Protected<'a, H>,
-    watcher: Watcher,
-}
-
-/// The protected session, under a lock timeout or not.
-enum Protected<'a, H: Lend + ?Sized> {
-    Plain(&'a mut H),
-    Timed(TimeoutScope<'a, H>),
-}
-
-impl<'a, H: Lend + ?Sized> PrioritizeScope<'a, H> {
     /// Check the settings, start the background task, and set the lock timeout if there is one.
-    pub(crate) async fn enter(settings: Prioritize, handle: &'a mut H) -> Result<Self, Error> {
-        let Some(pool) = settings.watcher.clone() else {
+    async fn enter(self, site: &mut H) -> Result<PrioritizeHeld, Error> {
+        let Some(pool) = self.watcher.clone() else {
             return Err(Error::InvalidArgument(
                 "prioritize needs a pool for its background connection: call .watcher(&pool)"
                     .into(),
             ));
         };
-        if settings.interval < Prioritize::MIN_INTERVAL {
+        if self.interval < Prioritize::MIN_INTERVAL {
             return Err(Error::InvalidArgument(format!(
                 "a prioritize interval of {:?} is under the minimum of {:?}",
-                settings.interval,
+                self.interval,
                 Prioritize::MIN_INTERVAL
             )));
         }
-        let protected: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(handle.as_pg_connection())
-            .await?;
-        let timeout = settings.timeout;
-        let watcher = Watcher::start(settings, pool, protected);
-        let session = match timeout {
-            // Should this fail, `watcher` is dropped, which aborts the task.
-            Some(timeout) => Protected::Timed(TimeoutScope::enter(timeout, handle).await?),
-            None => Protected::Plain(handle),
+        // Checked before anything starts: a bad limit is a mistake, not a server's answer.
+        let setting = self.timeout.map(|limit| limit.setting()).transpose()?;
+        let Some(mut conn) = site.session() else {
+            return Err(Error::InvalidArgument(
+                "prioritize protects one session, and a pool has many: pass a connection".into(),
+            ));
         };
-        Ok(PrioritizeScope { session, watcher })
+        let protected: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await?;
+        let watcher = Watcher::start(self, pool, protected);
+        // Should this fail, `watcher` is dropped, which aborts the task.
+        let timeout = match setting {
+            Some(setting) => Some(TimeoutHeld::set(&setting, conn).await?),
+            None => None,
+        };
+        Ok(PrioritizeHeld { watcher, timeout })
+    }
+}
+
+/// A protected session: the background task, and the lock timeout set with it. Abandoned, the
+/// task is aborted.
+pub struct PrioritizeHeld {
+    watcher: Watcher,
+    timeout: Option<TimeoutHeld>,
+}
+
+impl Held for PrioritizeHeld {
+    fn describe(&self) -> String {
+        "prioritize".to_owned()
     }
 
-    /// The protected session, for the scope's body.
-    pub(crate) fn lend(&mut self) -> &mut H {
-        match &mut self.session {
-            Protected::Plain(handle) => handle,
-            Protected::Timed(scope) => scope.lend(),
+    /// Restore the lock timeout, then stop the background task: the task's failure is
+    /// reported as [`Error::Prioritize`].
+    async fn end<H: Site>(self, site: &mut H, body_failed: bool) -> Result<(), Error> {
+        let PrioritizeHeld { watcher, timeout } = self;
+        let restored = match timeout {
+            Some(timeout) => timeout.end(site, body_failed).await,
+            None => Ok(()),
+        };
+        let stopped = watcher.stop().await.map_err(|source| Error::Prioritize {
+            source: Box::new(source),
+        });
+        match (restored, stopped) {
+            (Ok(()), stopped) => stopped,
+            (Err(error), Ok(())) => Err(error),
+            (Err(error), Err(stopped)) => {
+                tracing::error!(error = %stopped, "pglock: prioritize's background task failed");
+                Err(error)
+            }
         }
     }
 
-    /// Stop the background task and combine its outcome with the body's: the task's error is the
-    /// result only when the body succeeded (`failed` says whether it did); a panic is resumed.
-    pub(crate) async fn exit<T>(
-        self,
-        outcome: std::thread::Result<T>,
-        failed: fn(&T) -> bool,
-    ) -> Result<T, Error> {
-        let PrioritizeScope { session, watcher } = self;
-        let outcome = match (session, outcome) {
-            (Protected::Timed(scope), outcome) => scope.exit(outcome, failed).await,
-            (Protected::Plain(_), Ok(out)) => Ok(out),
-            // Unwinding drops `watcher`, which aborts the task.
-            (Protected::Plain(_), Err(panic)) => std::panic::resume_unwind(panic),
-        };
-        match (outcome, watcher.stop().await) {
-            (Ok(out), Ok(())) => Ok(out),
-            (Ok(out), Err(source)) if !failed(&out) => Err(Error::Prioritize {
-                source: Box::new(source),
-            }),
-            (outcome, Err(source)) => {
-                tracing::error!(error = %source, "pglock: prioritize's background task failed");
-                outcome
-            }
-            (Err(error), Ok(())) => Err(error),
+    fn abandon<H: Site>(self, site: &mut H) {
+        drop(self.watcher);
+        if let Some(timeout) = self.timeout {
+            Held::abandon(timeout, site);
         }
     }
 }

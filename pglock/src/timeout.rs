@@ -1,13 +1,12 @@
 //! Scopes that set Postgres' `lock_timeout` on one session (django-pglock's `pglock.timeout`).
 
-use std::panic::resume_unwind;
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
-use crate::attr::{Lend, SessionScope, lent};
 use crate::error::sqlstate;
-use crate::unwind::catch_panic;
+use crate::handle::{AbandonUnlessKept, Conn};
+use crate::scope::{Held, Kind, OneSession, Site};
 use crate::wait::MAX_LOCK_TIMEOUT_MS;
 use crate::{Error, Session};
 
@@ -51,7 +50,7 @@ impl LockTimeout {
     }
 
     /// The value `lock_timeout` takes: whole milliseconds, `0` for no limit.
-    fn setting(&self) -> Result<String, Error> {
+    pub(crate) fn setting(&self) -> Result<String, Error> {
         let Some(limit) = self.limit else {
             return Ok("0".to_owned());
         };
@@ -98,113 +97,79 @@ impl LockTimeout {
     where
         E: From<Error>,
     {
-        crate::attr::on_session(self, db, body).await
+        crate::scope::on_session(self, db, body).await
     }
 }
 
-impl SessionScope for LockTimeout {
-    /// The scope on any lendable handle, with `body` getting the handle back under its own type.
-    /// `failed` says whether `body`'s output is a failure, whose error then beats pglock's.
-    async fn scope_on<H: Lend + ?Sized, T>(
-        self,
-        handle: &mut H,
-        body: impl AsyncFnOnce(&mut H) -> T,
-        failed: fn(&T) -> bool,
-    ) -> Result<T, Error> {
-        let mut scope = TimeoutScope::enter(self, handle).await?;
-        let outcome = catch_panic(body(scope.lend())).await;
-        scope.exit(outcome, failed).await
+impl<H: OneSession> Kind<H> for LockTimeout {
+    type Held = TimeoutHeld;
+
+    /// Set the limit on the site's session, remembering the value it replaces.
+    async fn enter(self, site: &mut H) -> Result<TimeoutHeld, Error> {
+        let setting = self.setting()?;
+        let conn = site.session().ok_or_else(|| {
+            Error::InvalidArgument(
+                "a lock timeout acts on one session, and a pool has many: pass a connection".into(),
+            )
+        })?;
+        TimeoutHeld::set(&setting, conn).await
     }
 }
 
-/// A lock timeout set on a session, from [`enter`](Self::enter) to [`exit`](Self::exit), with
-/// the session lent out in between. Dropped before `exit` (its future was dropped), it makes sure
-/// the changed value does not reach another user of the connection.
-pub(crate) struct TimeoutScope<'a, H: Lend + ?Sized> {
-    handle: &'a mut H,
+/// A lock timeout set on a session: the value to restore, from entering the scope to ending it.
+/// Abandoned (its scope's future was dropped), it makes sure the changed value does not reach
+/// another user of the connection.
+pub struct TimeoutHeld {
     /// The value to restore.
     previous: String,
-    /// Whether the value may have been changed and not yet restored.
-    pending: bool,
-    /// Whether the value was set transaction-locally.
+    /// Whether the value was set transaction-locally (the transaction's end undoes it).
     local: bool,
 }
 
-impl<'a, H: Lend + ?Sized> TimeoutScope<'a, H> {
-    /// Set the limit on `handle`'s session, remembering the value it replaces.
-    pub(crate) async fn enter(limit: LockTimeout, handle: &'a mut H) -> Result<Self, Error> {
-        let setting = limit.setting()?;
-        let local = lent(handle).is_in_transaction();
-        let mut scope = TimeoutScope {
-            handle,
-            previous: String::new(),
-            // From here until restored, dropping this future leaves a changed value behind.
-            pending: true,
-            local,
-        };
+impl TimeoutHeld {
+    /// Set `lock_timeout` to `setting` on `conn`, reading the value it replaces.
+    pub(crate) async fn set(setting: &str, conn: Conn<'_>) -> Result<Self, Error> {
+        let local = conn.is_in_transaction();
+        // Dropped before the value is read back (the statement may be in flight), a pool
+        // connection is closed rather than returned with the value changed.
+        let mut conn = AbandonUnlessKept::new(conn, !local);
         let (previous, _): (String, String) = sqlx::query_as(SET)
-            .bind(&setting)
+            .bind(setting)
             .bind(local)
-            .fetch_one(scope.handle.as_pg_connection())
+            .fetch_one(&mut *conn)
             .await?;
-        scope.previous = previous;
-        Ok(scope)
+        conn.keep();
+        Ok(TimeoutHeld { previous, local })
     }
 
-    /// The session, for the scope's body.
-    pub(crate) fn lend(&mut self) -> &mut H {
-        self.handle
-    }
-
-    /// Restore the value, and combine the body's outcome with that: a failed restore is the
-    /// result only when the body succeeded (`failed` says whether it did); a panic is resumed.
-    pub(crate) async fn exit<T>(
-        mut self,
-        outcome: std::thread::Result<T>,
-        failed: fn(&T) -> bool,
-    ) -> Result<T, Error> {
-        let restored = self.restore().await;
-        match (outcome, restored) {
-            (Ok(out), Ok(())) => Ok(out),
-            (Ok(out), Err(error)) if !failed(&out) => Err(error),
-            (Ok(out), restored) => {
-                warn_unrestored(restored);
-                Ok(out)
-            }
-            (Err(panic), restored) => {
-                warn_unrestored(restored);
-                resume_unwind(panic)
-            }
-        }
-    }
-
-    async fn restore(&mut self) -> Result<(), Error> {
+    /// Set the value back on `conn`.
+    pub(crate) async fn restore(&self, conn: &mut PgConnection) -> Result<(), Error> {
         let restored = sqlx::query(RESTORE)
             .bind(&self.previous)
             .bind(self.local)
-            .execute(self.handle.as_pg_connection())
+            .execute(conn)
             .await;
         match restored {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             // A transaction-local value is undone by the rollback this transaction needs anyway.
             Err(error)
-                if self.local && sqlstate(&error).as_deref() == Some(IN_FAILED_TRANSACTION) => {}
-            Err(error) => return Err(error.into()),
+                if self.local && sqlstate(&error).as_deref() == Some(IN_FAILED_TRANSACTION) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
         }
-        self.pending = false;
-        Ok(())
     }
-}
 
-impl<H: Lend + ?Sized> Drop for TimeoutScope<'_, H> {
-    fn drop(&mut self) {
-        if !self.pending || self.local {
+    /// The value could not be restored: keep it from reaching another user of the connection.
+    pub(crate) fn abandon(self, conn: Option<Conn<'_>>) {
+        if self.local {
             return;
         }
-        match self.handle.as_pool_connection() {
+        match conn {
             // The pool closes it rather than lending the changed value to its next user.
-            Some(conn) => conn.close_on_drop(),
-            None => tracing::warn!(
+            Some(Conn::PoolConnection(conn)) => conn.close_on_drop(),
+            _ => tracing::warn!(
                 "pglock: a lock timeout scope on a borrowed connection ended without restoring \
                  lock_timeout (its future was dropped, or restoring failed); the session keeps \
                  the changed value"
@@ -213,11 +178,24 @@ impl<H: Lend + ?Sized> Drop for TimeoutScope<'_, H> {
     }
 }
 
-/// Log a restore that failed after the scope's body already failed: the body's error (or panic)
-/// is the one the caller sees.
-fn warn_unrestored(restored: Result<(), Error>) {
-    if let Err(error) = restored {
-        tracing::warn!(%error, "pglock: restoring lock_timeout after a failed scope failed too");
+impl Held for TimeoutHeld {
+    fn describe(&self) -> String {
+        "lock_timeout".to_owned()
+    }
+
+    async fn end<H: Site>(self, site: &mut H, _body_failed: bool) -> Result<(), Error> {
+        let Some(mut conn) = site.session() else {
+            unreachable!("a lock timeout is only entered on a session")
+        };
+        let restored = self.restore(&mut conn).await;
+        if restored.is_err() {
+            self.abandon(Some(conn));
+        }
+        restored
+    }
+
+    fn abandon<H: Site>(self, site: &mut H) {
+        self.abandon(site.session());
     }
 }
 

@@ -234,17 +234,54 @@ async fn the_timeout_attribute_bounds_every_lock_wait_and_restores() {
     assert_eq!(lock_timeout(&mut conn).await, "0");
 }
 
-// The attribute nearest the function runs outermost: here the lock timeout is set first, so it
-// bounds the advisory lock's own wait.
-#[pglock::advisory("stacked")]
+// Stacked attributes nest in reading order, the top one outermost (as Python decorators do):
+// here the lock timeout is set first, so it bounds the advisory lock's own wait.
 #[pglock::timeout("100ms")]
+#[pglock::advisory("stacked")]
 async fn stacked(conn: &mut PgConnection) -> Result<(), Error> {
     let _ = conn;
     Ok(())
 }
 
+// The other order: the lock is taken first, waiting as long as the server lets it, and only the
+// body runs under the timeout.
+#[pglock::advisory("stacked-lock-first")]
+#[pglock::timeout("100ms")]
+async fn lock_then_timeout(conn: &mut PgConnection) -> Result<String, Error> {
+    Ok(sqlx::query_scalar("SELECT current_setting('lock_timeout')")
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn stacked_attributes_apply_from_the_function_outwards() {
+async fn stacked_attributes_take_the_lock_first_when_advisory_is_on_top() {
+    let db = TestDb::new().await;
+    let mut holder = db.connect().await;
+    let held = pglock::advisory("stacked-lock-first")
+        .acquire(&mut holder)
+        .await
+        .unwrap();
+    let mut conn = db.connect().await;
+    let started = std::time::Instant::now();
+    let call = tokio::spawn(async move {
+        let setting = lock_then_timeout(&mut conn).await;
+        (setting, lock_timeout(&mut conn).await)
+    });
+    // Far longer than the 100 ms timeout: a bounded wait would have failed by now.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !call.is_finished(),
+        "the advisory wait is not bounded by the timeout below it"
+    );
+    held.release().await.unwrap();
+    let (setting, after) = call.await.unwrap();
+    assert_eq!(setting.unwrap(), "100ms", "the body ran under the timeout");
+    assert_eq!(after, "0", "and the timeout was restored");
+    assert!(started.elapsed() >= Duration::from_millis(600));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stacked_attributes_nest_in_reading_order() {
     let db = TestDb::new().await;
     let mut holder = db.connect().await;
     let held = pglock::advisory("stacked")

@@ -16,6 +16,10 @@ async fn uses_the_default_pool() -> Result<String, Error> {
     Ok(name)
 }
 
+/// A skipping job whose return type cannot carry an error.
+#[pglock::advisory("nightly", timeout = "0s", side_effect = Skip)]
+async fn skipping_job() {}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_pool_comes_from_set_default_pool_or_database_url() {
     // Resolve the test server before changing DATABASE_URL.
@@ -26,6 +30,17 @@ async fn the_default_pool_comes_from_set_default_pool_or_database_url() {
     let error = uses_the_default_pool().await.unwrap_err();
     assert!(matches!(error, Error::NoDatabase), "{error:?}");
     assert!(error.to_string().contains("set_default_pool"), "{error}");
+    // A misconfiguration is never a silent skip: a function that cannot return the error panics.
+    let panicked = tokio::spawn(skipping_job()).await.unwrap_err();
+    let message = panicked.into_panic();
+    let message = message
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(message.contains("no database to lock in"), "{message}");
+    assert!(
+        message.contains("Result<(), E>"),
+        "says what to do instead: {message}"
+    );
 
     // SAFETY: as above.
     unsafe { std::env::set_var("DATABASE_URL", first.url()) };

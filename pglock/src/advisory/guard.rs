@@ -43,7 +43,7 @@ pub struct AdvisoryGuard<'c> {
 }
 
 /// A held lock without its connection: see [`AdvisoryGuard::forget`].
-pub(crate) struct Forgotten {
+pub struct Forgotten {
     pub(crate) id: LockId,
     pub(crate) mode: Mode,
     session: i32,

@@ -1,6 +1,7 @@
 //! Advisory locks: the builder, acquisition, and the scoped form.
 
 mod guard;
+mod held;
 mod orphan;
 mod sql;
 
@@ -13,12 +14,13 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
 
 pub use guard::AdvisoryGuard;
-pub(crate) use guard::Forgotten;
+
 use guard::State;
 pub(crate) use sql::Mode;
 use sql::WaitOn;
 
-use crate::handle::{Conn, Handle};
+use crate::handle::{CloseUnlessKept, Conn, Handle};
+use crate::scope::settle;
 use crate::unwind::catch_panic;
 use crate::{AdvisoryKey, Db, Error, LockId, Wait};
 
@@ -332,7 +334,7 @@ impl Advisory {
         };
         let outcome = catch_panic(body(&mut guard)).await;
         let released = guard.release().await;
-        finish(&self.id, outcome, released, failed)
+        settle(&self.id, outcome, released, failed).map(Some)
     }
 
     /// A transaction-level lock on a pool: open a transaction on a connection pglock owns, lock,
@@ -346,7 +348,7 @@ impl Advisory {
     ) -> Result<T, Error> {
         // Dropped with this future, it closes the connection rather than returning it with a
         // statement in flight: the wait ends and the transaction rolls back on the server.
-        let mut owned = CloseUnlessKept(Some(conn));
+        let mut owned = CloseUnlessKept::new(conn);
         let mut tx = owned.conn().begin().await?;
         // The guard has nothing to do: the transaction's end releases the lock.
         let taken = self
@@ -370,7 +372,7 @@ impl Advisory {
             tx.commit().await
         };
         owned.keep();
-        finish(&self.id, Ok(out), ended.map_err(Error::from), failed).map(|out| out.expect("ran"))
+        settle(&self.id, Ok(out), ended.map_err(Error::from), failed)
     }
 
     /// The connection to lock on: the caller's, or one checked out of the caller's pool.
@@ -574,54 +576,5 @@ fn not_acquired_is_none<T>(result: Result<T, Error>) -> Result<Option<T>, Error>
         Ok(value) => Ok(Some(value)),
         Err(error) if error.is_not_acquired() => Ok(None),
         Err(error) => Err(error),
-    }
-}
-
-/// Combine a scope body's outcome with the outcome of releasing its lock: pglock's error wins
-/// only over a successful body; a panic is resumed once the lock is released.
-pub(crate) fn finish<T>(
-    lock: &LockId,
-    outcome: std::thread::Result<T>,
-    released: Result<(), Error>,
-    failed: impl Fn(&T) -> bool,
-) -> Result<Option<T>, Error> {
-    match (outcome, released) {
-        (Ok(out), Ok(())) => Ok(Some(out)),
-        (Ok(out), Err(release)) if !failed(&out) => Err(release),
-        (Ok(out), Err(release)) => {
-            tracing::warn!(lock = %lock, error = %release, "pglock: releasing the lock after a failed scope failed too");
-            Ok(Some(out))
-        }
-        (Err(panic), released) => {
-            if let Err(release) = released {
-                tracing::warn!(lock = %lock, error = %release, "pglock: releasing the lock after a panic failed too");
-            }
-            resume_unwind(panic)
-        }
-    }
-}
-
-/// A connection pglock owns that is closed when dropped, unless [`keep`](Self::keep) returns it
-/// to its pool.
-struct CloseUnlessKept(Option<PoolConnection<Postgres>>);
-
-impl CloseUnlessKept {
-    fn conn(&mut self) -> &mut PgConnection {
-        self.0
-            .as_mut()
-            .expect("connection taken only by keep or drop")
-    }
-
-    fn keep(mut self) {
-        drop(self.0.take());
-    }
-}
-
-impl Drop for CloseUnlessKept {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            // Closing the socket ends the session on the server (see `Conn::abandon`).
-            drop(conn.detach());
-        }
     }
 }
