@@ -133,6 +133,24 @@ impl Proxy {
         self.control.flow.send_replace(Flow::Forward);
     }
 
+    /// [`cut`](Proxy::cut) now, and [`close`](Proxy::close) after `notice`, unless
+    /// [`resume`](Proxy::resume)d by then: a partition that the server notices after `notice`,
+    /// as one whose TCP keepalives give up after that long would (pair it with
+    /// [`KEEPALIVE_NOTICE`](crate::KEEPALIVE_NOTICE) for a server started with
+    /// [`SHORT_KEEPALIVES`](crate::SHORT_KEEPALIVES)). Returns at once; the close happens on a
+    /// task of the proxy's runtime.
+    pub fn cut_and_close_after(&self, notice: std::time::Duration) {
+        self.cut();
+        let control = self.control.clone();
+        let mut flow = control.flow.subscribe();
+        tokio::spawn(async move {
+            let resumed = flow.wait_for(|flow| *flow == Flow::Forward);
+            if tokio::time::timeout(notice, resumed).await.is_err() {
+                control.closings.send_modify(|closings| *closings += 1);
+            }
+        });
+    }
+
     /// Closes both sides of every connection through the proxy now (see the type's docs).
     pub fn close(&self) {
         self.control.closings.send_modify(|closings| *closings += 1);
