@@ -41,6 +41,11 @@ async fn a_lock_on_a_standby_is_refused_and_nothing_is_held_there() {
     let standby = primary.standby().await;
     let replica = pool(standby.url()).await;
     let mut conn = PgConnection::connect(standby.url()).await.unwrap();
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    eprintln!("standby: {version}");
     let timed = || advisory("job").timeout(Duration::from_secs(1));
 
     // On a pool: a wait (one simple-query message on a connection pglock owns), a try, a
