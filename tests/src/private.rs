@@ -138,6 +138,11 @@ impl PrivateCluster {
         lock(&self.server).binaries.clone()
     }
 
+    /// The cluster's data directory.
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        lock(&self.server).paths.data.clone()
+    }
+
     /// Whether the server process is running (started and not stopped since).
     pub fn is_running(&self) -> bool {
         lock(&self.server).child.is_some()

@@ -23,9 +23,15 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// It runs as the same user and from the same build as its primary, listens on 127.0.0.1, and
 /// streams over the primary's default `replication` lines of `pg_hba.conf` (initdb writes them,
 /// trusting local replication connections), so the primary's configuration is not changed.
-/// `pg_basebackup` comes from the primary's build if it has one, else from `PATH`, else from
-/// Debian's newest `/usr/lib/postgresql/<version>/bin` (a newer `pg_basebackup` backs up older
-/// servers: the relocatable builds of `scripts/pg-matrix` have none).
+///
+/// `pg_basebackup` comes from the primary's build if it has one, else from `PATH` or Debian's
+/// `/usr/lib/postgresql/<version>/bin`, as long as it is of the server's major version or newer
+/// (it refuses newer servers). The relocatable builds of `scripts/pg-matrix` have none, and the
+/// machine's may be older than the server: then the standby is made the way `pg_basebackup`
+/// stands in for, from a copy of the primary's data directory taken while the primary is
+/// stopped (cleanly: fast shutdown, then started again on the same port), with the same
+/// `standby.signal` and `primary_conninfo` that `-R` writes. Sessions open on the primary are
+/// ended then, so make the standby before connecting.
 ///
 /// Dropping it stops the standby and removes its directory, as a [`PrivateCluster`] does; stop
 /// the standby before its primary if the test cares about a clean log.
@@ -58,15 +64,36 @@ impl PrivateCluster {
     /// When `pg_basebackup` cannot be found or fails, or the standby does not start, with the
     /// failing command and its output or the standby's log.
     pub async fn standby(&self) -> Standby {
-        let (binaries, primary_port) = (self.binaries(), self.port());
-        let started = tokio::task::spawn_blocking(move || {
-            let (paths, user) = Server::directory("standby");
-            base_backup(&binaries, &paths, user.as_ref(), primary_port);
-            let mut server = Server::stopped(binaries, paths, user, Vec::new());
-            server.start_on_a_free_port();
-            server
-        })
-        .await;
+        let (binaries, primary_port, data) = (self.binaries(), self.port(), self.data_dir());
+        let started = match pg_basebackup(&binaries, server_major(&data)) {
+            Some(program) => {
+                tokio::task::spawn_blocking(move || {
+                    let (paths, user) = Server::directory("standby");
+                    base_backup(&program, &binaries, &paths, user.as_ref(), primary_port);
+                    let mut server = Server::stopped(binaries, paths, user, Vec::new());
+                    server.start_on_a_free_port();
+                    server
+                })
+                .await
+            }
+            None => {
+                self.stop().await;
+                let copied = tokio::task::spawn_blocking(move || {
+                    let (paths, user) = Server::directory("standby");
+                    cold_copy(&data, &paths, user.as_ref(), primary_port);
+                    (paths, user)
+                })
+                .await;
+                self.start().await;
+                let (paths, user) = copied.expect("copying the primary's data directory");
+                tokio::task::spawn_blocking(move || {
+                    let mut server = Server::stopped(binaries, paths, user, Vec::new());
+                    server.start_on_a_free_port();
+                    server
+                })
+                .await
+            }
+        };
         let standby = Standby {
             cluster: PrivateCluster::running(started),
             primary_url: self.url().to_owned(),
@@ -151,12 +178,15 @@ impl std::fmt::Debug for Standby {
 /// `pg_basebackup -R` of the primary on `port` into `paths.data`, as the server user: a copy of
 /// the cluster that starts as a standby streaming from it (`standby.signal` and
 /// `primary_conninfo` are written by `-R`).
-fn base_backup(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>, port: u16) {
-    let program = pg_basebackup(binaries);
-    let mut command = Command::new(&program);
+fn base_backup(
+    program: &Path,
+    binaries: &Binaries,
+    paths: &Paths,
+    user: Option<&RunAs>,
+    port: u16,
+) {
+    let mut command = as_server_user(Command::new(program), paths, user);
     command
-        .current_dir(&paths.dir)
-        .stdin(Stdio::null())
         .arg("-D")
         .arg(&paths.data)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
@@ -168,11 +198,46 @@ fn base_backup(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>, port: u
     {
         command.env("LD_LIBRARY_PATH", lib);
     }
+    run(command, user);
+}
+
+/// What `pg_basebackup -R` does, for a primary that is stopped: copy its data directory (a clean
+/// shutdown leaves it consistent), then ask the copy to start as a standby streaming from the
+/// primary on `port`.
+fn cold_copy(primary_data: &Path, paths: &Paths, user: Option<&RunAs>, port: u16) {
+    let mut copy = as_server_user(Command::new("cp"), paths, user);
+    copy.arg("-a").arg(primary_data).arg(&paths.data);
+    run(copy, user);
+    let conninfo = format!("host=127.0.0.1 port={port} user=postgres");
+    let auto_conf = paths.data.join("postgresql.auto.conf");
+    let mut settings = std::fs::read_to_string(&auto_conf).unwrap_or_default();
+    settings.push_str(&format!("primary_conninfo = '{conninfo}'\n"));
+    for (file, contents) in [
+        (auto_conf, settings),
+        (paths.data.join("standby.signal"), String::new()),
+    ] {
+        std::fs::write(&file, contents)
+            .unwrap_or_else(|e| panic!("pglock-tests: cannot write {}: {e}", file.display()));
+        if let Some(user) = user {
+            std::os::unix::fs::chown(&file, Some(user.uid), Some(user.gid))
+                .unwrap_or_else(|e| panic!("pglock-tests: cannot chown {}: {e}", file.display()));
+        }
+    }
+}
+
+/// `command`, run as the server user in the standby's directory.
+fn as_server_user(mut command: Command, paths: &Paths, user: Option<&RunAs>) -> Command {
+    command.current_dir(&paths.dir).stdin(Stdio::null());
     if let Some(user) = user {
         std::os::unix::process::CommandExt::uid(&mut command, user.uid);
         std::os::unix::process::CommandExt::gid(&mut command, user.gid);
         command.env("HOME", &paths.dir);
     }
+    command
+}
+
+/// Run `command` to completion, or panic with its output.
+fn run(mut command: Command, user: Option<&RunAs>) {
     let output = command.output().unwrap_or_else(|e| {
         panic!(
             "pglock-tests: cannot run {}: {e}",
@@ -181,7 +246,7 @@ fn base_backup(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>, port: u
     });
     if !output.status.success() {
         panic!(
-            "pglock-tests: pg_basebackup failed ({}): {}\n--- stderr ---\n{}",
+            "pglock-tests: making the standby failed ({}): {}\n--- stderr ---\n{}",
             output.status,
             cluster::show(&command, user),
             String::from_utf8_lossy(&output.stderr),
@@ -189,42 +254,52 @@ fn base_backup(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>, port: u
     }
 }
 
-/// `pg_basebackup`: the build's own, else the first on `PATH`, else Debian's newest.
-fn pg_basebackup(binaries: &Binaries) -> PathBuf {
+/// The major version of the cluster in `data` (its `PG_VERSION` file: `13`, `17`).
+fn server_major(data: &Path) -> u32 {
+    let text = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default();
+    text.trim().parse().unwrap_or(u32::MAX)
+}
+
+/// A `pg_basebackup` that can back up a server of major version `major`: the build's own, else
+/// the first of `PATH`'s and Debian's (newest first) whose version is `major` or newer.
+fn pg_basebackup(binaries: &Binaries, major: u32) -> Option<PathBuf> {
     let own = binaries.program("pg_basebackup");
     if own.is_file() {
-        return own;
+        return Some(own);
     }
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("pg_basebackup"))
             .find(|program| program.is_file())
     });
-    let debian = || {
-        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|entry| Some(entry.ok()?.path().join("bin/pg_basebackup")))
-            .filter(|program| program.is_file())
-            .collect();
-        found.sort_by_key(|program| major(program));
-        found.pop()
-    };
-    on_path.or_else(debian).unwrap_or_else(|| {
-        panic!(
-            "pglock-tests: the standby tests need `pg_basebackup`, which is neither in {} nor on \
-             PATH nor in /usr/lib/postgresql/*/bin. Fix: install the Postgres client programs \
-             (`apt-get install -y postgresql-client`).",
-            binaries.bindir.display()
-        )
-    })
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|entry| Some(entry.ok()?.path().join("bin/pg_basebackup")))
+                .filter(|program| program.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    debian.sort_by_key(|program| std::cmp::Reverse(client_major(program)));
+    on_path
+        .into_iter()
+        .chain(debian)
+        .find(|program| client_major(program).is_some_and(|client| client >= major))
 }
 
-/// The major version in `/usr/lib/postgresql/<major>/bin/...`, for sorting.
-fn major(program: &Path) -> u32 {
-    program
-        .ancestors()
-        .nth(2)
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str()?.parse().ok())
-        .unwrap_or(0)
+/// The major version a client program reports: `pg_basebackup (PostgreSQL) 15.13 (Debian ...)`
+/// is 15.
+fn client_major(program: &Path) -> Option<u32> {
+    let output = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.split(") ").nth(1)?;
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
