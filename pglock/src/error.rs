@@ -177,7 +177,7 @@ pub enum LockTarget {
     Advisory(LockId),
     /// Tables locked with `LOCK TABLE`, as they were named.
     Tables(Vec<String>),
-    /// A lock one of your statements waited for (a statement that timed out in a
+    /// A lock one of your statements waited for (a statement that timed out or deadlocked in a
     /// [`timeout`](fn@crate::timeout) scope, for example).
     Statement,
 }
