@@ -32,6 +32,52 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// Postgres ended the wait for a lock to break a deadlock (SQLSTATE 40P01): while this
+    /// session waited for `target`, another session was waiting for a lock this session holds
+    /// (directly, or through a chain of waiting sessions). Exactly one session of the cycle gets
+    /// this error, after the server's `deadlock_timeout` (1 s by default); the others go on
+    /// waiting and get their locks once this session's transaction or locks end. The lock was not
+    /// acquired, and nothing this session held was released: a caller that retries should first
+    /// give up what it holds (roll back, release its guards), or take its locks in one fixed
+    /// order so the cycle cannot form again.
+    ///
+    /// A statement of yours that deadlocks converts to this too (through `From<sqlx::Error>`,
+    /// with [`LockTarget::Statement`]), as a lock timeout does: a deadlock is an outcome of
+    /// waiting for a lock whatever statement waited, and callers retry it as such. It is not
+    /// [`is_not_acquired`](Error::is_not_acquired): a cycle of locks is a bug in the order locks
+    /// are taken, and a skip must not hide it.
+    ///
+    /// On a session-level wait outside a transaction only the statement failed. Inside a
+    /// transaction, a timed wait (and every [`lock_table`](crate::lock_table)) runs in a
+    /// savepoint that pglock rolls back, so your transaction stays usable; other waits leave it
+    /// aborted, as any failed statement does.
+    #[error(
+        "could not acquire {target}: deadlock: another session was waiting for a lock this \
+         session holds, so the server ended this session's wait to break the cycle"
+    )]
+    Deadlock {
+        /// What was to be locked.
+        target: LockTarget,
+        /// The server's error; its detail names the sessions of the cycle.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// An advisory lock was asked for on a hot standby (a server in recovery), and refused:
+    /// advisory locks live in one server's memory, so a lock taken on a standby excludes only
+    /// other sessions on that same standby, never those on the primary or on other standbys.
+    /// Nothing was locked. Connect to the primary, or, if the lock is meant to coordinate the
+    /// standby's own sessions, opt in with [`Advisory::allow_standby`](crate::Advisory::allow_standby).
+    #[error(
+        "lock \"{lock}\" was not taken: the server is a hot standby (in recovery), where an \
+         advisory lock excludes only sessions on that standby and nobody on the primary; connect \
+         to the primary, or call .allow_standby() to lock on the standby on purpose"
+    )]
+    Standby {
+        /// The lock that was refused.
+        lock: LockId,
+    },
+
     /// A lock that only lives inside a transaction was asked for on a connection that is not
     /// inside a transaction begun through sqlx (Postgres would release it, or refuse it, at once).
     #[error(
@@ -131,7 +177,7 @@ pub enum LockTarget {
     Advisory(LockId),
     /// Tables locked with `LOCK TABLE`, as they were named.
     Tables(Vec<String>),
-    /// A lock one of your statements waited for (a statement that timed out in a
+    /// A lock one of your statements waited for (a statement that timed out or deadlocked in a
     /// [`timeout`](fn@crate::timeout) scope, for example).
     Statement,
 }
@@ -167,6 +213,10 @@ impl Error {
                 target: target.into(),
                 source,
             },
+            Some(DEADLOCK_DETECTED) => Error::Deadlock {
+                target: target.into(),
+                source,
+            },
             _ => Error::from(source),
         }
     }
@@ -179,6 +229,10 @@ impl From<sqlx::Error> for Error {
                 target: LockTarget::Statement,
                 source,
             },
+            Some(DEADLOCK_DETECTED) => Error::Deadlock {
+                target: LockTarget::Statement,
+                source,
+            },
             Some(INSUFFICIENT_PRIVILEGE) => Error::PermissionDenied { source },
             _ => Error::Database(source),
         }
@@ -187,10 +241,11 @@ impl From<sqlx::Error> for Error {
 
 /// `lock_not_available`: a `lock_timeout` expired, or a `NOWAIT` lock was held.
 pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// `deadlock_detected`: the server ended this session's lock wait to break a cycle of waits.
+pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
 /// `insufficient_privilege`.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
-/// The SQLSTATE of a database error, if it is one.
 /// Whether `error` says the session is gone: cut off (I/O, protocol), or ended by the server
 /// (SQLSTATE class 57, operator intervention: 57P01 terminated, 57P02 crash, ...; class 08,
 /// connection exception).
@@ -204,6 +259,7 @@ pub(crate) fn session_gone(error: &sqlx::Error) -> bool {
     }
 }
 
+/// The SQLSTATE of a database error, if it is one.
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
     match error {
         sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),

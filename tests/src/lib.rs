@@ -31,6 +31,14 @@
 //! A test that must stop or crash its server (to see what clients do when it goes away) takes a
 //! [`PrivateCluster`] instead: a cluster of its own, on a port that survives restarts, removed
 //! when it is dropped. It never touches the shared cluster or `DATABASE_URL`'s server.
+//! [`PrivateCluster::with_settings`] starts one with settings of the test's own (such as
+//! [`SHORT_KEEPALIVES`]), and [`PrivateCluster::standby`] gives it a streaming replica, a hot
+//! standby in recovery ([`Standby`]).
+//!
+//! # A network that fails
+//!
+//! [`proxy::Proxy`] sits between a test's clients and any of these servers and can cut its
+//! connections silently, close them, and resume.
 //!
 //! # Example
 //!
@@ -54,13 +62,16 @@ mod db;
 pub mod pgbouncer;
 mod private;
 mod probe;
+pub mod proxy;
+mod standby;
 mod user;
 
 use std::sync::OnceLock;
 
 pub use cluster::PASSWORD_REQUIRED_ROLE;
 pub use db::TestDb;
-pub use private::PrivateCluster;
+pub use private::{KEEPALIVE_NOTICE, PrivateCluster, SHORT_KEEPALIVES};
+pub use standby::Standby;
 
 /// The environment variable naming an existing server to test against instead of a throwaway
 /// cluster.

@@ -9,6 +9,27 @@ use crate::binaries::Binaries;
 use crate::cluster::{self, Paths, Ready};
 use crate::user::{RunAs, run_as};
 
+/// Settings for [`PrivateCluster::with_settings`] that make the server probe an idle client
+/// connection's TCP peer after 1 s of silence, then every 1 s, and drop the connection after 2
+/// probes go unanswered: the server ends the session of a client that vanished at the TCP
+/// level (a host gone, a real network partition) about [`KEEPALIVE_NOTICE`] after it last heard
+/// from it, instead of after Linux's default of over two hours (7200 s + 9 × 75 s).
+///
+/// The probes are answered by the peer's kernel, not by its program: through
+/// [`Proxy`](crate::proxy::Proxy), whose sockets stay open during a [`cut`](crate::proxy::Proxy::cut),
+/// the proxy's kernel answers them, so the server never notices a cut by itself; a test decides
+/// when it does with [`close`](crate::proxy::Proxy::close).
+pub const SHORT_KEEPALIVES: &[&str] = &[
+    "tcp_keepalives_idle=1",
+    "tcp_keepalives_interval=1",
+    "tcp_keepalives_count=2",
+];
+
+/// How long after a client's last packet a server with [`SHORT_KEEPALIVES`] ends its session if
+/// the client's host stops answering: idle + interval × count = 1 s + 1 s × 2 (plus the
+/// scheduling slack of the kernel's timers).
+pub const KEEPALIVE_NOTICE: Duration = Duration::from_secs(3);
+
 /// How long a fast or immediate shutdown may take before the test fails.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -44,13 +65,15 @@ pub struct PrivateCluster {
 }
 
 /// The server process and what it takes to start it again.
-struct Server {
-    binaries: Binaries,
-    paths: Paths,
-    user: Option<RunAs>,
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) binaries: Binaries,
+    pub(crate) paths: Paths,
+    pub(crate) user: Option<RunAs>,
+    pub(crate) port: u16,
     /// The postmaster, while it runs.
     child: Option<Child>,
+    /// `name=value` settings given on its command line after [`cluster::SERVER_SETTINGS`].
+    settings: Vec<String>,
 }
 
 /// How to stop the server: Postgres' shutdown modes.
@@ -70,7 +93,23 @@ impl PrivateCluster {
     /// When the cluster cannot be created or started, with the failing command and the server
     /// log's tail (and, as for the shared cluster, how to fix a missing installation).
     pub async fn new() -> PrivateCluster {
-        let started = tokio::task::spawn_blocking(Server::create).await;
+        PrivateCluster::with_settings(&[]).await
+    }
+
+    /// Like [`new`](Self::new), with server settings of the test's own (`"name=value"`, passed
+    /// as `-c` options, so they hold across restarts), such as [`SHORT_KEEPALIVES`].
+    ///
+    /// # Panics
+    ///
+    /// As [`new`](Self::new); a setting the server rejects stops it from starting.
+    pub async fn with_settings(settings: &[&str]) -> PrivateCluster {
+        let settings: Vec<String> = settings.iter().map(|&setting| setting.to_owned()).collect();
+        let started = tokio::task::spawn_blocking(move || Server::create(settings)).await;
+        PrivateCluster::running(started)
+    }
+
+    /// The cluster of a server started on a blocking thread.
+    pub(crate) fn running(started: Result<Server, tokio::task::JoinError>) -> PrivateCluster {
         let server = started.unwrap_or_else(|error| match error.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(error) => panic!("pglock-tests: starting a private cluster failed: {error}"),
@@ -92,6 +131,16 @@ impl PrivateCluster {
     /// The TCP port the server listens on, on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The Postgres build the server runs.
+    pub(crate) fn binaries(&self) -> Binaries {
+        lock(&self.server).binaries.clone()
+    }
+
+    /// The cluster's data directory.
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        lock(&self.server).paths.data.clone()
     }
 
     /// Whether the server process is running (started and not stopped since).
@@ -134,7 +183,7 @@ impl PrivateCluster {
 
     /// Runs `work` on the server from a blocking thread, so that waiting for the server process
     /// does not stall the test's runtime.
-    async fn blocking(&self, work: impl FnOnce(&mut Server) + Send + 'static) {
+    pub(crate) async fn blocking(&self, work: impl FnOnce(&mut Server) + Send + 'static) {
         let server = self.server.clone();
         let done = tokio::task::spawn_blocking(move || work(&mut lock(&server))).await;
         if let Err(error) = done {
@@ -184,12 +233,30 @@ fn lock(server: &Mutex<Server>) -> MutexGuard<'_, Server> {
 
 impl Server {
     /// A new directory, initdb, and a running server on a free port.
-    fn create() -> Server {
+    fn create(settings: Vec<String>) -> Server {
+        let (paths, user) = Server::directory("private");
+        let binaries = Binaries::find();
+        cluster::initdb(&binaries, &paths, user.as_ref());
+        let mut server = Server {
+            binaries,
+            paths,
+            user,
+            port: 0,
+            child: None,
+            settings,
+        };
+        server.start_on_a_free_port();
+        server
+    }
+
+    /// A new, empty directory `pglock-<kind>-<pid>-<n>` for a server of this process, owned by
+    /// the server user, which the reaper removes when this process exits.
+    pub(crate) fn directory(kind: &str) -> (Paths, Option<RunAs>) {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let user = run_as();
         let base = cluster::temp_base(user.as_ref());
         let dir = base.join(format!(
-            "pglock-private-{}-{}",
+            "pglock-{kind}-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
@@ -210,7 +277,6 @@ impl Server {
         });
         // Whatever happens from here on, the server and the directory go away with this process.
         cluster::spawn_reaper(std::process::id(), &paths);
-        let binaries = Binaries::find();
         if let Some(user) = &user {
             std::os::unix::fs::chown(&paths.dir, Some(user.uid), Some(user.gid)).unwrap_or_else(
                 |e| {
@@ -222,24 +288,37 @@ impl Server {
                 },
             );
         }
-        cluster::initdb(&binaries, &paths, user.as_ref());
-        let mut server = Server {
+        (paths, user)
+    }
+
+    /// A server on the data directory of `paths`, not started yet.
+    pub(crate) fn stopped(
+        binaries: Binaries,
+        paths: Paths,
+        user: Option<RunAs>,
+        settings: Vec<String>,
+    ) -> Server {
+        Server {
             binaries,
             paths,
             user,
             port: 0,
             child: None,
-        };
+            settings,
+        }
+    }
+
+    /// Start the server on a port that is free, and keep that port.
+    pub(crate) fn start_on_a_free_port(&mut self) {
         for attempt in 1.. {
-            server.port = cluster::free_port();
-            match server.try_start() {
+            self.port = cluster::free_port();
+            match self.try_start() {
                 Ok(()) => break,
                 // Taken since we picked it: try another.
                 Err((_, true)) if attempt < 5 => continue,
                 Err((message, _)) => panic!("{message}"),
             }
         }
-        server
     }
 
     /// Start the server on its port, or panic saying why it did not come up.
@@ -266,6 +345,9 @@ impl Server {
             // TCP only: the socket directory's path could be too long for a Unix socket.
             .args(["-c", "unix_socket_directories="]);
         for setting in cluster::SERVER_SETTINGS {
+            command.args(["-c", setting]);
+        }
+        for setting in &self.settings {
             command.args(["-c", setting]);
         }
         let stderr = log.try_clone().expect("duplicate the log file handle");

@@ -17,7 +17,7 @@ pub use guard::AdvisoryGuard;
 
 use guard::State;
 pub(crate) use sql::Mode;
-use sql::WaitOn;
+use sql::{OnStandby, WaitOn};
 
 use crate::handle::{CloseUnlessKept, Conn, Handle};
 use crate::scope::settle;
@@ -52,6 +52,7 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
         },
         wait: Wait::ServerDefault,
         function: None,
+        on_standby: OnStandby::Refuse,
     }
 }
 
@@ -87,12 +88,21 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
 ///
 /// Before PgBouncer 1.21, prepared statements (which sqlx and pglock use) fail in transaction
 /// mode (42P05 or 26000); use 1.21 or later with `max_prepared_statements` set.
+///
+/// # Hot standbys
+/// An advisory lock lives in the memory of the server it is taken on. On a hot standby (a read
+/// replica in recovery) it excludes only other sessions on that standby, never the primary's
+/// or other standbys', so a job guarded by it could run on the primary and on every replica at
+/// once. pglock refuses it with [`Error::Standby`] and takes nothing; the check rides in the
+/// acquiring statement (no extra round trip). Opt in with [`allow_standby`](Advisory::allow_standby)
+/// when the lock is meant to coordinate one standby's own sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advisory {
     id: LockId,
     mode: Mode,
     wait: Wait,
     function: Option<Cow<'static, str>>,
+    on_standby: OnStandby,
 }
 
 impl Advisory {
@@ -154,6 +164,29 @@ impl Advisory {
         self
     }
 
+    /// Take the lock on a hot standby too, where it excludes only other sessions on that same
+    /// standby (see [Hot standbys](Advisory#hot-standbys)). Without it, a lock asked for on a
+    /// server in recovery is refused with [`Error::Standby`]. On a primary it changes nothing.
+    ///
+    /// ```no_run
+    /// # async fn example(replica: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// // One refresh of the replica's cache at a time, among the replica's own sessions.
+    /// pglock::advisory("replica-cache-refresh")
+    ///     .allow_standby()
+    ///     .scope(replica, async |_conn| Ok::<_, pglock::Error>(()))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_standby(mut self) -> Self {
+        self.on_standby = OnStandby::Allow;
+        self
+    }
+
+    /// Whether the lock may be taken on a hot standby ([`allow_standby`](Advisory::allow_standby)).
+    pub fn allows_standby(&self) -> bool {
+        self.on_standby == OnStandby::Allow
+    }
+
     /// The lock's id.
     pub fn id(&self) -> &LockId {
         &self.id
@@ -184,6 +217,10 @@ impl Advisory {
     /// * [`Error::LockTimeout`] when it is still held when the lock timeout runs out;
     /// * [`Error::NotInTransaction`] for a transaction-level lock on a connection outside a
     ///   transaction, or on a pool (use [`scope`](Advisory::scope) there);
+    /// * [`Error::Deadlock`] when the server ended the wait to break a deadlock: another session
+    ///   was waiting for a lock this session holds;
+    /// * [`Error::Standby`] when the server is a hot standby and
+    ///   [`allow_standby`](Advisory::allow_standby) was not called (nothing is taken);
     /// * [`Error::InvalidArgument`] for a timeout Postgres does not accept;
     /// * [`Error::Database`] (or [`Error::PermissionDenied`]) when the server or connection fails.
     ///
@@ -434,20 +471,15 @@ impl Advisory {
         // queue: Postgres refuses it when it conflicts with a waiting request too. (Waits on a
         // connection pglock owns keep their one message, which carries the cancel-safety
         // setting and the context comment.)
-        if timeout_ms.is_some()
-            && !conn.closes_on_drop()
-            && let Some(session) = try_once(self.mode, key, conn).await?
-        {
-            return Ok(session);
+        if timeout_ms.is_some() && !conn.closes_on_drop() {
+            match try_once(self.mode, key, self.on_standby, conn).await? {
+                Outcome::Busy => {}
+                outcome => return self.held(outcome),
+            }
         }
         let result = match self.wait {
             Wait::NoWait => {
-                return match try_once(self.mode, key, conn).await? {
-                    Some(session) => Ok(session),
-                    None => Err(Error::Busy {
-                        target: self.id.clone().into(),
-                    }),
-                };
+                return self.held(try_once(self.mode, key, self.on_standby, conn).await?);
             }
             _ if conn.closes_on_drop() => {
                 let server_version = conn.server_version_num();
@@ -461,11 +493,11 @@ impl Advisory {
                     server_version,
                     tag: canceller.as_ref().map(orphan::CancelOnDrop::tag),
                 };
-                let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
+                let statement = self.wait_simple(timeout_ms, on);
                 let result = sqlx::raw_sql(AssertSqlSafe(statement))
                     .fetch_all(&mut **conn)
                     .await
-                    .and_then(|rows| session_of_last(&rows));
+                    .and_then(|rows| Outcome::of_last(&rows));
                 if let Some(canceller) = canceller {
                     canceller.disarm();
                 }
@@ -474,11 +506,11 @@ impl Advisory {
             Wait::Limit(_) if conn.is_in_transaction() => {
                 usable_after_failure = true;
                 let on = WaitOn::CallerTransaction;
-                let statement = sql::wait_simple(self.mode, key, timeout_ms, on, &self.context());
+                let statement = self.wait_simple(timeout_ms, on);
                 let result = sqlx::raw_sql(AssertSqlSafe(statement))
                     .fetch_all(&mut **conn)
                     .await
-                    .and_then(|rows| session_of_last(&rows));
+                    .and_then(|rows| Outcome::of_last(&rows));
                 if result.is_err() {
                     // The wait's error is the one to report. If even the rollback to the
                     // savepoint fails, the connection is broken and says so on its next use.
@@ -493,7 +525,8 @@ impl Advisory {
                 result
             }
             _ => {
-                let statement = sql::wait_bound(self.mode, key, timeout_ms.is_some());
+                let statement =
+                    sql::wait_bound(self.mode, key, timeout_ms.is_some(), self.on_standby);
                 let query = sqlx::query(AssertSqlSafe(statement));
                 let query = match timeout_ms {
                     Some(ms) => query.bind(ms.to_string()),
@@ -502,7 +535,7 @@ impl Advisory {
                 bind_key(query, key)
                     .fetch_one(&mut **conn)
                     .await
-                    .and_then(|row| row.try_get(row.len() - 1))
+                    .and_then(|row| Outcome::of(&row))
             }
         };
         let result = result.map_err(|e| Error::acquiring(self.id.clone(), e));
@@ -513,7 +546,33 @@ impl Advisory {
                 tracing::warn!(lock = %self.id, "pglock: a session-level wait timed out in a transaction it aborted; if the lock was granted as the timeout fired, the session holds it until it ends or unlocks it");
             }
         }
-        result
+        self.held(result?)
+    }
+
+    /// A wait as one simple-query message, with this lock's context comment.
+    fn wait_simple(&self, timeout_ms: Option<u32>, on: WaitOn) -> String {
+        let key = self.id.key();
+        sql::wait_simple(
+            self.mode,
+            key,
+            timeout_ms,
+            on,
+            self.on_standby,
+            &self.context(),
+        )
+    }
+
+    /// The server session the lock was taken on, or the error that says why it was not.
+    fn held(&self, outcome: Outcome) -> Result<i32, Error> {
+        match outcome {
+            Outcome::Taken(session) => Ok(session),
+            Outcome::Busy => Err(Error::Busy {
+                target: self.id.clone().into(),
+            }),
+            Outcome::Standby => Err(Error::Standby {
+                lock: self.id.clone(),
+            }),
+        }
     }
 
     /// Postgres arms `lock_timeout` when a backend starts to wait. If the lock is granted just
@@ -536,27 +595,45 @@ impl Advisory {
     }
 }
 
-/// Try to take the lock without waiting (one prepared statement): the session it was taken on,
-/// or `None` when another session holds it or waits for it in a conflicting mode.
+/// Try to take the lock without waiting (one prepared statement). [`Outcome::Busy`] when another
+/// session holds it or waits for it in a conflicting mode.
 async fn try_once(
     mode: Mode,
     key: AdvisoryKey,
+    on: OnStandby,
     conn: &mut PgConnection,
-) -> Result<Option<i32>, Error> {
-    let row = bind_key(sqlx::query(AssertSqlSafe(sql::try_lock(mode, key))), key)
+) -> Result<Outcome, Error> {
+    let statement = sql::try_lock(mode, key, on);
+    let row = bind_key(sqlx::query(AssertSqlSafe(statement)), key)
         .fetch_one(conn)
         .await?;
-    Ok(if row.try_get::<bool, _>(0)? {
-        Some(row.try_get(1)?)
-    } else {
-        None
-    })
+    Ok(Outcome::of(&row)?)
 }
 
-/// The backend pid a wait's last row ends with: the session the lock was taken on.
-fn session_of_last(rows: &[PgRow]) -> Result<i32, sqlx::Error> {
-    let row = rows.last().ok_or(sqlx::Error::RowNotFound)?;
-    row.try_get(row.len() - 1)
+/// What an acquiring statement says (its last row's `taken` and pid columns; see `sql`).
+enum Outcome {
+    /// The lock was taken, on the server session with this pid.
+    Taken(i32),
+    /// A try found the lock held.
+    Busy,
+    /// The server is a hot standby, and nothing was taken.
+    Standby,
+}
+
+impl Outcome {
+    fn of(row: &PgRow) -> Result<Outcome, sqlx::Error> {
+        let columns = row.len();
+        Ok(match row.try_get::<Option<bool>, _>(columns - 2)? {
+            Some(true) => Outcome::Taken(row.try_get(columns - 1)?),
+            Some(false) => Outcome::Busy,
+            None => Outcome::Standby,
+        })
+    }
+
+    /// The outcome of a simple-query message: its last row is the acquiring statement's.
+    fn of_last(rows: &[PgRow]) -> Result<Outcome, sqlx::Error> {
+        Outcome::of(rows.last().ok_or(sqlx::Error::RowNotFound)?)
+    }
 }
 
 /// Bind an advisory key's one or two parameters to a statement.

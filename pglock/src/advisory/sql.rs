@@ -18,6 +18,31 @@
 //!   lock at the cost of the bare lock function: the timed statement (and, inside the caller's
 //!   transaction, its savepoint and the planning of its plain text) is only paid for a lock that
 //!   is held.
+//!
+//! # What an acquiring statement returns
+//!
+//! Every statement that takes a lock (try, bound wait, simple-query wait) ends its last row with
+//! two columns: `taken` (`boolean`) and `pg_backend_pid()`, the server session the lock is on.
+//! `taken` is true when the lock was taken, false when a try found it held, and NULL when the
+//! server is a hot standby and the lock was refused (see [`OnStandby`]).
+//!
+//! # Hot standbys
+//!
+//! An advisory lock lives in one server's shared memory: taken on a standby it excludes the
+//! standby's other sessions only, never the primary's, so by default pglock refuses it. The
+//! check is `pg_is_in_recovery()` inside the acquiring statement itself, wrapped around the lock
+//! call as `CASE WHEN pg_is_in_recovery() THEN NULL ELSE <lock call> END`, rather than a column
+//! read after the lock was taken (and an unlock on a standby):
+//! * no round trip is added anywhere, and on a standby the lock is never taken, not even for an
+//!   instant: no unlock to send, no window in which the standby's sessions are excluded, and it
+//!   works for a transaction-level lock in the caller's transaction, which has no unlock at all;
+//! * on a primary it costs one call of `pg_is_in_recovery()`, which once recovery has ended reads
+//!   a flag cached in the backend: nothing measurable next to the round trip;
+//! * the outcome is read from the lock column alone, so it is right even if the standby is
+//!   promoted while the statement runs (two separate `pg_is_in_recovery()` calls could disagree,
+//!   and the lock would be held while pglock reports it refused, or the other way round).
+//!
+//! With [`OnStandby::Allow`] the call is not wrapped, and the statement is what it was before.
 
 use crate::AdvisoryKey;
 
@@ -62,6 +87,31 @@ impl Mode {
     }
 }
 
+/// Whether an acquiring statement may take its lock on a hot standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnStandby {
+    /// Take nothing on a standby: the `taken` column is NULL there.
+    Refuse,
+    /// Take the lock wherever the statement runs.
+    Allow,
+}
+
+/// The `taken` column (see the module docs): the lock function called on `key`.
+fn taken_column(mode: Mode, try_once: bool, key: &str, on: OnStandby) -> String {
+    let call = format!("{}({key})", mode.lock_fn(try_once));
+    // A wait's function returns `void`, and returns only once the lock is taken: `IS NOT NULL`
+    // turns it into a `true` that sqlx can decode.
+    let taken = if try_once {
+        call
+    } else {
+        format!("{call} IS NOT NULL")
+    };
+    match on {
+        OnStandby::Allow => taken,
+        OnStandby::Refuse => format!("CASE WHEN pg_is_in_recovery() THEN NULL ELSE {taken} END"),
+    }
+}
+
 /// The key as parameters `$first`, `$first + 1`.
 fn key_params(key: AdvisoryKey, first: usize) -> String {
     match key {
@@ -79,13 +129,12 @@ fn key_literals(key: AdvisoryKey) -> String {
     }
 }
 
-/// `SELECT pg_try_advisory_...($1), pg_backend_pid()`: whether the lock was taken, and on
-/// which server session. Binds the key.
-pub(crate) fn try_lock(mode: Mode, key: AdvisoryKey) -> String {
+/// `SELECT pg_try_advisory_...($1), pg_backend_pid()` (the lock call gated on a standby, see the
+/// module docs): whether the lock was taken, and on which server session. Binds the key.
+pub(crate) fn try_lock(mode: Mode, key: AdvisoryKey, on: OnStandby) -> String {
     format!(
-        "SELECT {}({}), pg_backend_pid()",
-        mode.lock_fn(true),
-        key_params(key, 1)
+        "SELECT {}, pg_backend_pid()",
+        taken_column(mode, true, &key_params(key, 1), on)
     )
 }
 
@@ -105,30 +154,30 @@ pub(crate) fn unlock(mode: Mode, key: AdvisoryKey) -> String {
 }
 
 /// A wait with the given `lock_timeout` (milliseconds, 0 for none) for this statement only,
-/// or the server's own `lock_timeout` when `timeout_ms` is `None`. Its last column is the
-/// backend pid: the server session the lock is taken on.
-fn wait_statement(mode: Mode, timeout_ms: Option<&str>, key: &str) -> String {
-    let lock = mode.lock_fn(false);
+/// or the server's own `lock_timeout` when `timeout_ms` is `None`. Its last columns are `taken`
+/// and the backend pid (see the module docs).
+fn wait_statement(mode: Mode, timeout_ms: Option<&str>, key: &str, on: OnStandby) -> String {
+    let taken = taken_column(mode, false, key, on);
     match timeout_ms {
-        None => format!("SELECT {lock}({key}), pg_backend_pid()"),
+        None => format!("SELECT {taken}, pg_backend_pid()"),
         // The CTEs order the three steps by data dependency: set, wait, restore. `MATERIALIZED`
         // keeps the planner from inlining them.
         Some(ms) => format!(
             "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS old, \
              set_config('lock_timeout', {ms}, true)), \
-             l AS MATERIALIZED (SELECT {lock}({key})::text FROM s) \
-             SELECT set_config('lock_timeout', s.old, true), pg_backend_pid() FROM s, l"
+             l AS MATERIALIZED (SELECT {taken} AS taken FROM s) \
+             SELECT set_config('lock_timeout', s.old, true), l.taken, pg_backend_pid() FROM s, l"
         ),
     }
 }
 
 /// A wait as one bound statement. Parameters: the timeout in milliseconds as text (when
 /// `timeout_ms` is `Some`), then the key.
-pub(crate) fn wait_bound(mode: Mode, key: AdvisoryKey, timed: bool) -> String {
+pub(crate) fn wait_bound(mode: Mode, key: AdvisoryKey, timed: bool, on: OnStandby) -> String {
     if timed {
-        wait_statement(mode, Some("$1"), &key_params(key, 2))
+        wait_statement(mode, Some("$1"), &key_params(key, 2), on)
     } else {
-        wait_statement(mode, None, &key_params(key, 1))
+        wait_statement(mode, None, &key_params(key, 1), on)
     }
 }
 
@@ -152,10 +201,11 @@ pub(crate) fn wait_simple(
     key: AdvisoryKey,
     timeout_ms: Option<u32>,
     on: WaitOn,
+    standby: OnStandby,
     context: &str,
 ) -> String {
     let ms = timeout_ms.map(|ms| format!("'{ms}'"));
-    let wait = wait_statement(mode, ms.as_deref(), &key_literals(key));
+    let wait = wait_statement(mode, ms.as_deref(), &key_literals(key), standby);
     let message = match on {
         WaitOn::Owned {
             server_version,
@@ -278,15 +328,67 @@ mod tests {
     #[test]
     fn bound_statements_number_their_parameters() {
         assert_eq!(
-            try_lock(SESSION, AdvisoryKey::Pair(1, 2)),
+            try_lock(SESSION, AdvisoryKey::Pair(1, 2), OnStandby::Allow),
             "SELECT pg_try_advisory_lock($1, $2), pg_backend_pid()"
         );
-        let timed = wait_bound(SESSION, AdvisoryKey::BigInt(1), true);
+        let timed = wait_bound(SESSION, AdvisoryKey::BigInt(1), true, OnStandby::Refuse);
         assert!(
             timed.contains("set_config('lock_timeout', $1, true)"),
             "{timed}"
         );
         assert!(timed.contains("pg_advisory_lock($2)"), "{timed}");
+    }
+
+    #[test]
+    fn every_acquiring_statement_refuses_a_standby_in_its_lock_column() {
+        let gate = "CASE WHEN pg_is_in_recovery() THEN NULL ELSE";
+        let key = AdvisoryKey::BigInt(7);
+        let owned = WaitOn::Owned {
+            server_version: Some(170_000),
+            tag: None,
+        };
+        for mode in [
+            SESSION,
+            Mode {
+                shared: true,
+                xact: true,
+            },
+        ] {
+            let statements = [
+                try_lock(mode, key, OnStandby::Refuse),
+                wait_bound(mode, key, false, OnStandby::Refuse),
+                wait_bound(mode, key, true, OnStandby::Refuse),
+                wait_simple(mode, key, None, owned, OnStandby::Refuse, ""),
+                wait_simple(mode, key, Some(5), owned, OnStandby::Refuse, ""),
+                wait_simple(
+                    mode,
+                    key,
+                    Some(5),
+                    WaitOn::CallerTransaction,
+                    OnStandby::Refuse,
+                    "",
+                ),
+            ];
+            for statement in &statements {
+                assert_eq!(statement.matches(gate).count(), 1, "{statement}");
+                assert!(
+                    statement.contains(", pg_backend_pid()"),
+                    "the pid stays the last column: {statement}"
+                );
+            }
+            for allowed in [
+                try_lock(mode, key, OnStandby::Allow),
+                wait_bound(mode, key, true, OnStandby::Allow),
+                wait_simple(mode, key, None, owned, OnStandby::Allow, ""),
+            ] {
+                assert!(!allowed.contains("pg_is_in_recovery"), "{allowed}");
+            }
+        }
+        assert_eq!(
+            wait_bound(SESSION, key, false, OnStandby::Refuse),
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_advisory_lock($1) IS NOT NULL \
+             END, pg_backend_pid()"
+        );
     }
 
     #[test]
@@ -308,15 +410,15 @@ mod tests {
             server_version: Some(v),
             tag: Some(0xfeed),
         };
-        let new = wait_simple(SESSION, key, None, on(140_000), "");
+        let new = wait_simple(SESSION, key, None, on(140_000), OnStandby::Refuse, "");
         assert!(
             new.starts_with("SELECT set_config('client_connection"),
             "{new}"
         );
-        let old = wait_simple(SESSION, key, None, on(130_012), "");
+        let old = wait_simple(SESSION, key, None, on(130_012), OnStandby::Refuse, "");
         assert!(!old.contains("client_connection"), "{old}");
         assert!(
-            old.starts_with("/* pglock wait 000000000000feed */ SELECT pg_advisory_lock("),
+            old.starts_with("/* pglock wait 000000000000feed */ SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_advisory_lock("),
             "{old}"
         );
     }
@@ -343,6 +445,7 @@ mod tests {
             AdvisoryKey::BigInt(1),
             None,
             WaitOn::CallerTransaction,
+            OnStandby::Refuse,
             &comment,
         );
         assert!(message.starts_with(&comment), "{message}");

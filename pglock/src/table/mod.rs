@@ -168,6 +168,9 @@ impl TableLock {
     ///   [`Wait::NoWait`];
     /// * [`Error::LockTimeout`] when one is still held when the lock timeout runs out (yours, or
     ///   the server's with [`Wait::ServerDefault`]);
+    /// * [`Error::Deadlock`] when the server ended the wait to break a deadlock: another session
+    ///   was waiting for a lock this transaction holds (your transaction stays usable, and keeps
+    ///   the locks it held);
     /// * [`Error::NotInTransaction`] when `db` is not inside a transaction begun through sqlx,
     ///   and always for a `&PgPool` (a lock that ends with the transaction needs one you hold);
     /// * [`Error::InvalidArgument`] for no tables, a name that does not parse or cannot name a
