@@ -199,16 +199,26 @@ pub struct AdvisoryArgs {
     pub side_effect: SideEffect,
     pub shared: bool,
     pub xact: bool,
+    pub allow_standby: bool,
     pub db: Option<Expr>,
 }
 
-const ADVISORY_KEYS: &[&str] = &["id", "timeout", "side_effect", "shared", "xact", "db"];
+const ADVISORY_KEYS: &[&str] = &[
+    "id",
+    "timeout",
+    "side_effect",
+    "shared",
+    "xact",
+    "allow_standby",
+    "db",
+];
 
 impl AdvisoryArgs {
     pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
         let mut errors = Errors::default();
         let (mut id, mut timeout, mut side_effect) = (Once::new(), Once::new(), Once::new());
         let (mut shared, mut xact, mut db) = (Once::new(), Once::new(), Once::new());
+        let mut allow_standby = Once::new();
         for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {
@@ -219,6 +229,7 @@ impl AdvisoryArgs {
                     }
                     "shared" => shared.set(&key, boolean(&value), &mut errors),
                     "xact" => xact.set(&key, boolean(&value), &mut errors),
+                    "allow_standby" => allow_standby.set(&key, boolean(&value), &mut errors),
                     "db" => db.set(&key, handle_expr(&value), &mut errors),
                     name => errors.push(unknown(&key, name, "advisory", ADVISORY_KEYS)),
                 },
@@ -230,6 +241,10 @@ impl AdvisoryArgs {
                     Some("xact") => {
                         let key = bare_ident(&expr).expect("matched").clone();
                         xact.set(&key, Ok(true), &mut errors);
+                    }
+                    Some("allow_standby") => {
+                        let key = bare_ident(&expr).expect("matched").clone();
+                        allow_standby.set(&key, Ok(true), &mut errors);
                     }
                     _ if position == 0 => {
                         id.set(&Ident::new("id", Span::call_site()), Ok(expr), &mut errors)
@@ -248,6 +263,7 @@ impl AdvisoryArgs {
             side_effect: side_effect.value.unwrap_or(SideEffect::Raise),
             shared: shared.value.unwrap_or(false),
             xact: xact.value.unwrap_or(false),
+            allow_standby: allow_standby.value.unwrap_or(false),
             db: db.value,
         })
     }

@@ -437,6 +437,9 @@ fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
     if args.xact {
         lock.extend(quote!(.xact()));
     }
+    if args.allow_standby {
+        lock.extend(quote!(.allow_standby()));
+    }
     match args.timeout {
         Some(Limit::NoLimit) => lock.extend(quote!(.wait(::pglock::__private::Wait::Forever))),
         Some(Limit::At(dur)) => {

@@ -155,6 +155,40 @@ async fn with_allow_standby_the_lock_excludes_the_standbys_sessions_only() {
     assert_eq!(inside, 1);
 }
 
+#[pglock::advisory("attribute-job")]
+async fn attribute_job(pool: &PgPool) -> Result<(), Error> {
+    let _ = pool;
+    Ok(())
+}
+
+#[pglock::advisory("attribute-job", allow_standby)]
+async fn attribute_job_on_purpose(pool: &PgPool) -> Result<i64, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The attribute refuses a standby too, and `allow_standby` opts in.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_attribute_refuses_a_standby_unless_told_allow_standby() {
+    let primary = PrivateCluster::new().await;
+    let standby = primary.standby().await;
+    let replica = pool(standby.url()).await;
+    assert_refused(
+        attribute_job(&replica).await,
+        "attribute-job",
+        "the attribute",
+    );
+    assert_eq!(
+        attribute_job_on_purpose(&replica).await.unwrap(),
+        1,
+        "held on the standby"
+    );
+    assert!(advisory_locks(&replica).await.is_empty());
+}
+
 /// On a primary, opting in changes nothing: the lock is taken as usual.
 #[tokio::test(flavor = "multi_thread")]
 async fn allow_standby_on_a_primary_takes_the_lock_as_usual() {
