@@ -200,6 +200,8 @@ pub struct AdvisoryArgs {
     pub shared: bool,
     pub xact: bool,
     pub allow_standby: bool,
+    /// `heartbeat = "200ms"`, or `None` to turn it off.
+    pub heartbeat: Option<Limit>,
     pub db: Option<Expr>,
 }
 
@@ -210,15 +212,33 @@ const ADVISORY_KEYS: &[&str] = &[
     "shared",
     "xact",
     "allow_standby",
+    "heartbeat",
     "db",
 ];
+
+/// The shortest heartbeat (pglock::MIN_HEARTBEAT), in milliseconds.
+const MIN_HEARTBEAT_MS: u128 = 10;
+
+fn heartbeat(value: &Expr) -> syn::Result<Limit> {
+    if bare_ident(value).is_some_and(|ident| ident == "None") {
+        return Ok(Limit::NoLimit);
+    }
+    let dur = duration::parse(value)?;
+    if dur.as_millis() < MIN_HEARTBEAT_MS {
+        return Err(syn::Error::new_spanned(
+            value,
+            "a heartbeat must be at least 10ms (or None to turn it off)",
+        ));
+    }
+    Ok(Limit::At(dur))
+}
 
 impl AdvisoryArgs {
     pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
         let mut errors = Errors::default();
         let (mut id, mut timeout, mut side_effect) = (Once::new(), Once::new(), Once::new());
         let (mut shared, mut xact, mut db) = (Once::new(), Once::new(), Once::new());
-        let mut allow_standby = Once::new();
+        let (mut allow_standby, mut heartbeat_) = (Once::new(), Once::new());
         for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {
@@ -230,6 +250,7 @@ impl AdvisoryArgs {
                     "shared" => shared.set(&key, boolean(&value), &mut errors),
                     "xact" => xact.set(&key, boolean(&value), &mut errors),
                     "allow_standby" => allow_standby.set(&key, boolean(&value), &mut errors),
+                    "heartbeat" => heartbeat_.set(&key, heartbeat(&value), &mut errors),
                     "db" => db.set(&key, handle_expr(&value), &mut errors),
                     name => errors.push(unknown(&key, name, "advisory", ADVISORY_KEYS)),
                 },
@@ -264,6 +285,7 @@ impl AdvisoryArgs {
             shared: shared.value.unwrap_or(false),
             xact: xact.value.unwrap_or(false),
             allow_standby: allow_standby.value.unwrap_or(false),
+            heartbeat: heartbeat_.value,
             db: db.value,
         })
     }

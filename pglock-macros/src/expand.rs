@@ -440,6 +440,10 @@ fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
     if args.allow_standby {
         lock.extend(quote!(.allow_standby()));
     }
+    if let Some(heartbeat) = args.heartbeat {
+        let heartbeat = limit_option(heartbeat);
+        lock.extend(quote!(.heartbeat(#heartbeat)));
+    }
     match args.timeout {
         Some(Limit::NoLimit) => lock.extend(quote!(.wait(::pglock::__private::Wait::Forever))),
         Some(Limit::At(dur)) => {

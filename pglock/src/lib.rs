@@ -103,7 +103,7 @@ mod timeout;
 mod unwind;
 mod wait;
 
-pub use advisory::{Advisory, AdvisoryGuard, advisory};
+pub use advisory::{Advisory, AdvisoryGuard, DEFAULT_HEARTBEAT, MIN_HEARTBEAT, advisory};
 pub use default_pool::{default_pool, set_default_pool};
 pub use error::{Error, LockTarget};
 pub use handle::{Db, Session};

@@ -78,6 +78,25 @@ impl<H: Lend + ?Sized> Site for &mut H {
     }
 }
 
+/// A runtime handle ([`Db`](crate::Db)), as a site.
+impl Site for crate::handle::Handle<'_> {
+    fn session(&mut self) -> Option<Conn<'_>> {
+        use crate::handle::Handle;
+        match self {
+            Handle::Pool(_) => None,
+            Handle::PoolConnection(conn) => Some(Conn::PoolConnection(conn)),
+            Handle::Connection(conn) => Some(Conn::Connection(conn)),
+        }
+    }
+
+    fn pool(&self) -> Option<Result<PgPool, Error>> {
+        match self {
+            crate::handle::Handle::Pool(pool) => Some(Ok(pool.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// A site that is one session: what lock timeouts and prioritize act on.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not one database session",

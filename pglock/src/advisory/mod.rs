@@ -53,6 +53,7 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
         wait: Wait::ServerDefault,
         function: None,
         on_standby: OnStandby::Refuse,
+        heartbeat: Some(DEFAULT_HEARTBEAT),
     }
 }
 
@@ -89,6 +90,40 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
 /// Before PgBouncer 1.21, prepared statements (which sqlx and pglock use) fail in transaction
 /// mode (42P05 or 26000); use 1.21 or later with `max_prepared_statements` set.
 ///
+/// # Lock loss
+/// A session-level lock lasts as long as its session. The session can end while the lock is
+/// held: `pg_terminate_backend` (another service's prioritize, an operator's
+/// `pglock --terminate`), `idle_session_timeout`, an idle-connection reaper, a server restart,
+/// a network cut. Postgres then frees the lock, and another replica may take it.
+///
+/// **Where pglock owns the holding connection and the body does not use it** (the attribute on
+/// a pool or the default pool, and [`run`](Advisory::run) / [`try_run`](Advisory::try_run) on a
+/// pool), a [heartbeat](Advisory::heartbeat) checks the session every interval (2 s by default)
+/// with a `SELECT 1` that must be answered within one interval. When a check fails, or gets no
+/// reply in time, the body is dropped at once (its pending `.await` never resumes), the
+/// connection is closed, and the call returns [`Error::Lost`] naming the lock and what the check
+/// saw. The check also keeps the session from looking idle to `idle_session_timeout` and to
+/// idle reapers.
+///
+/// * **The server ends the session** (terminated, restarted, crashed): it frees the lock at
+///   once, and the body learns of it at the next check, so it may overlap the next holder's
+///   body for up to one heartbeat. Keep the interval short where that matters, and for
+///   singletons that must never overlap use leader election, which waits out that window.
+/// * **The network is cut** (the client hears nothing): the server frees the lock only when it
+///   notices the dead client, through its TCP keepalives (`tcp_keepalives_idle` +
+///   `tcp_keepalives_interval` × `tcp_keepalives_count`, about 2 h 11 min with Linux defaults),
+///   or through a pooler or load balancer closing the connection. pglock gives up on an
+///   unanswered check after one interval, so the body is dropped within two intervals of the
+///   cut: before the server can have freed the lock whenever two intervals are shorter than the
+///   server's (or the network's) own limit. That is what the default of 2 s is chosen for.
+///
+/// **Where the body uses the holding connection** ([`scope`](Advisory::scope) and
+/// [`acquire`](Advisory::acquire)'s guard, and every borrowed connection), no heartbeat can share
+/// it: a check sent while the body's statement is in flight would read the body's answer. There
+/// the body's own statements fail once the session is gone, and
+/// [`release`](AdvisoryGuard::release) reports [`Error::Lost`]. Use [`run`](Advisory::run) (or
+/// the attribute) for long bodies that must stop when the lock is lost.
+///
 /// # Hot standbys
 /// An advisory lock lives in the memory of the server it is taken on. On a hot standby (a read
 /// replica in recovery) it excludes only other sessions on that standby, never the primary's
@@ -103,7 +138,15 @@ pub struct Advisory {
     wait: Wait,
     function: Option<Cow<'static, str>>,
     on_standby: OnStandby,
+    heartbeat: Option<Duration>,
 }
+
+/// The shortest heartbeat interval: shorter ones would mostly load the server.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// How often a session lock held on a connection pglock owns is checked, unless
+/// [`heartbeat`](Advisory::heartbeat) says otherwise.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
 
 impl Advisory {
     /// Take a shared lock: shared holders do not exclude each other, only exclusive ones.
@@ -180,6 +223,35 @@ impl Advisory {
     pub fn allow_standby(mut self) -> Self {
         self.on_standby = OnStandby::Allow;
         self
+    }
+
+    /// How often to check, while a session-level lock is held on a connection pglock checked out
+    /// of a pool, that the session holding it is still there ([`DEFAULT_HEARTBEAT`], 2 s, unless
+    /// set; `None` turns it off). See [Lock loss](Advisory#lock-loss) for what a failed check
+    /// does, and which forms have a heartbeat.
+    ///
+    /// Each check is one `SELECT 1` on the holding connection, which must answer within one
+    /// interval. It also keeps the session from counting as idle, so `idle_session_timeout`
+    /// and idle-connection reapers leave a held lock alone (make the interval shorter than
+    /// theirs). Intervals under [`MIN_HEARTBEAT`](crate::MIN_HEARTBEAT) are raised to it.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// pglock::advisory("outbox-relay")
+    ///     .heartbeat(Duration::from_millis(500))
+    ///     .run(pool, async { /* relay messages */ Ok::<_, pglock::Error>(()) })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn heartbeat(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.heartbeat = interval.into().map(|every| every.max(MIN_HEARTBEAT));
+        self
+    }
+
+    /// The heartbeat interval, if any (see [`heartbeat`](Advisory::heartbeat)).
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat
     }
 
     /// Whether the lock may be taken on a hot standby ([`allow_standby`](Advisory::allow_standby)).
