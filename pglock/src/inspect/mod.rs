@@ -35,12 +35,14 @@ mod actions;
 mod context;
 mod filters;
 mod labels;
+mod lookup;
 mod query;
 mod rows;
 mod sql;
 
 use sqlx::PgConnection;
 
+pub use lookup::{FilterKey, FilterValue, Lookup, ParseFilterKeyError, ValueKind};
 pub use query::{BlockedLockQuery, LockQuery};
 pub use rows::{Activity, BlockedPgLock, PgLock, Relation};
 

@@ -103,6 +103,8 @@ impl fmt::Display for Relation {
 pub struct Activity {
     /// The backend's process id.
     pub pid: i32,
+    /// The database it is connected to; `None` for background processes that have none.
+    pub database: Option<String>,
     /// For a parallel worker, its leader's pid.
     pub leader_pid: Option<i32>,
     /// The role it is logged in as.
@@ -265,6 +267,7 @@ impl<'r> Columns<'r> {
         let wait_event_type: Option<String> = self.take()?;
         let wait_event: Option<String> = self.take()?;
         let query: Option<String> = self.take()?;
+        let database: Option<String> = self.take()?;
         let Some(pid) = pid else {
             return Ok(None);
         };
@@ -272,6 +275,7 @@ impl<'r> Columns<'r> {
         let (context, query) = context::split(&query);
         Ok(Some(Activity {
             pid,
+            database,
             leader_pid,
             user,
             application_name: application_name.unwrap_or_default(),
