@@ -414,7 +414,12 @@ limit = 3
         assert!(tree.roots && tree.tree);
         let plain = resolve(options(&["--terminate"]), None, url()).unwrap();
         assert!(!plain.roots);
-        let all = resolve(options(&["--all-databases", "-a", "activity_id"]), None, url()).unwrap();
+        let all = resolve(
+            options(&["--all-databases", "-a", "activity_id"]),
+            None,
+            url(),
+        )
+        .unwrap();
         assert_eq!(all.attributes, ["activity_id", "activity__database"]);
         let path = PathBuf::from("pglock.toml");
         let file = parse_file("all_databases = true\n", &path).unwrap();

@@ -7,7 +7,7 @@
 //! (`activity__query__icontains`), handed to [`pglock::LockQuery::filter`], which knows the
 //! fields; its value is read here by the field's kind.
 
-use pglock::{AdvisoryKey, FilterKey, FilterValue, Lookup, LockMode, ValueKind};
+use pglock::{AdvisoryKey, FilterKey, FilterValue, LockMode, Lookup, ValueKind};
 
 use crate::duration;
 
@@ -111,9 +111,14 @@ pub fn parse(filter: &str) -> Result<Filter, String> {
                 .ok_or_else(|| bad("a key: an integer, or two separated by a comma"))?,
         ),
         _ => {
-            let parsed: FilterKey = key
-                .parse()
-                .map_err(|error| format!("{error} (in filter {filter:?})"))?;
+            let parsed: FilterKey = key.parse().map_err(|error: pglock::ParseFilterKeyError| {
+                let error = error.to_string();
+                if error.starts_with("unknown lookup") {
+                    format!("{error} (in filter {filter:?})")
+                } else {
+                    unknown_key(key, filter)
+                }
+            })?;
             let value = field_value(parsed, value).map_err(|e| bad(&e))?;
             parsed
                 .check_value(&value)
@@ -121,6 +126,28 @@ pub fn parse(filter: &str) -> Result<Filter, String> {
             Filter::Field(parsed, value)
         }
     })
+}
+
+/// The message for a key that names no field: the fields in short.
+fn unknown_key(key: &str, filter: &str) -> String {
+    let fields = FilterKey::fields();
+    let lock: Vec<&str> = fields
+        .iter()
+        .map(String::as_str)
+        .filter(|field| !field.contains("__") && *field != "blocking_activity_id")
+        .collect();
+    let activity: Vec<&str> = fields
+        .iter()
+        .filter_map(|field| field.strip_prefix("activity__"))
+        .collect();
+    format!(
+        "unknown filter key {key:?} in {filter:?}: expected one of {}, advisory, advisory_key, \
+         activity__FIELD or (with --blocking) blocking_activity__FIELD, where FIELD is one of \
+         {}; each optionally followed by __LOOKUP: {}",
+        lock.join(", "),
+        activity.join(", "),
+        FilterKey::lookups().join(", ")
+    )
 }
 
 /// A field filter's value, read by the field's kind and the lookup.
@@ -208,7 +235,10 @@ mod tests {
         assert_eq!(parse(" granted = FALSE "), Ok(Filter::Granted(false)));
         assert_eq!(
             parse("mode__in=ACCESS_SHARE,exclusive"),
-            Ok(Filter::Modes(vec![LockMode::AccessShare, LockMode::Exclusive]))
+            Ok(Filter::Modes(vec![
+                LockMode::AccessShare,
+                LockMode::Exclusive
+            ]))
         );
         assert_eq!(
             parse("rel_name__in=a, s.b"),
@@ -262,7 +292,10 @@ mod tests {
             field("activity__client_addr__isnull=true").1,
             FilterValue::Bool(true)
         );
-        assert_eq!(field("activity__client_port__gte=5432").1, FilterValue::Int(5432));
+        assert_eq!(
+            field("activity__client_port__gte=5432").1,
+            FilterValue::Int(5432)
+        );
         assert_eq!(
             field("activity__start__lt=2026-12-03 08:00Z").1,
             FilterValue::Text("2026-12-03 08:00Z".into())
@@ -277,7 +310,7 @@ mod tests {
     fn bad_filters_say_what_is_wrong() {
         let error = |text: &str| parse(text).unwrap_err();
         assert!(error("granted").starts_with("malformed filter \"granted\""));
-        assert!(error("nope=1").starts_with("unknown filter key \"nope\""));
+        assert!(error("nope=1").starts_with("unknown filter key \"nope\" in \"nope=1\""));
         assert!(error("nope=1").contains("activity__query"));
         assert!(error("activity__query__like=x").starts_with("unknown lookup \"like\""));
         assert!(error("granted=maybe").contains("expected true or false"));

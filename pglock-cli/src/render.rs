@@ -126,7 +126,10 @@ pub fn fit(text: &str, max: usize) -> String {
 /// `text` padded with spaces to `columns`, by display width.
 fn pad(text: &str, columns: usize) -> String {
     let mut out = text.to_owned();
-    out.extend(std::iter::repeat_n(' ', columns.saturating_sub(width(text))));
+    out.extend(std::iter::repeat_n(
+        ' ',
+        columns.saturating_sub(width(text)),
+    ));
     out
 }
 

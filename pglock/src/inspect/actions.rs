@@ -58,9 +58,12 @@ impl LockQuery {
 
     async fn signal<'c>(&self, db: impl Db<'c>, signal: Signal) -> Result<Vec<i32>, Error> {
         super::run(db, async |conn| {
-            run_signal(conn, Statement::SignalLocks(signal), &self.filters, |q, w| {
-                self.filters.bind(q, w)
-            })
+            run_signal(
+                conn,
+                Statement::SignalLocks(signal),
+                &self.filters,
+                |q, w| self.filters.bind(q, w),
+            )
             .await
         })
         .await
@@ -120,9 +123,12 @@ impl BlockedLockQuery {
         signal: Signal,
     ) -> Result<Vec<i32>, Error> {
         super::run(db, async |conn| {
-            run_signal(conn, Statement::SignalBlocking(signal), &self.filters, |q, w| {
-                self.bind(q, w)
-            })
+            run_signal(
+                conn,
+                Statement::SignalBlocking(signal),
+                &self.filters,
+                |q, w| self.bind(q, w),
+            )
             .await
         })
         .await

@@ -338,7 +338,11 @@ impl FilterKey {
     /// then `blocking_activity_id` and `blocking_activity__...`.
     pub fn fields() -> Vec<String> {
         let mut names: Vec<String> = LOCK_FIELDS.iter().map(|f| f.name.to_owned()).collect();
-        names.extend(ACTIVITY_FIELDS.iter().map(|f| format!("activity__{}", f.name)));
+        names.extend(
+            ACTIVITY_FIELDS
+                .iter()
+                .map(|f| format!("activity__{}", f.name)),
+        );
         names.push("blocking_activity_id".to_owned());
         names.extend(
             ACTIVITY_FIELDS
@@ -730,7 +734,13 @@ mod tests {
         assert_eq!(key.value_kind(), ValueKind::Duration);
         let key: FilterKey = "granted".parse().unwrap();
         assert_eq!(key.lookup(), Lookup::Exact);
-        for bad in ["", "activity__", "activity__query__like", "nope", "activity_id__"] {
+        for bad in [
+            "",
+            "activity__",
+            "activity__query__like",
+            "nope",
+            "activity_id__",
+        ] {
             assert!(bad.parse::<FilterKey>().is_err(), "{bad}");
         }
         let error = "activity__query__like".parse::<FilterKey>().unwrap_err();

@@ -190,7 +190,8 @@ impl LockQuery {
         super::run(db, async |conn| {
             let rows = run_listing(conn, Statement::Locks, &self.filters, |q, w| {
                 self.filters.bind(q, w)
-            }).await?;
+            })
+            .await?;
             rows.iter()
                 .map(|row| {
                     let mut columns = Columns::new(row);
@@ -313,7 +314,8 @@ impl BlockedLockQuery {
         super::run(db, async |conn| {
             let rows = run_listing(conn, Statement::Blocked, &self.filters, |q, w| {
                 self.bind(q, w)
-            }).await?;
+            })
+            .await?;
             rows.iter()
                 .map(|row| {
                     let mut columns = Columns::new(row);

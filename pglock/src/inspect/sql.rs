@@ -409,17 +409,27 @@ mod tests {
     #[test]
     fn waitstart_is_read_only_where_it_exists() {
         for statement in ALL {
-            assert!(text(statement, true, &Conditions::default()).contains("l.waitstart AS waitstart"));
+            assert!(
+                text(statement, true, &Conditions::default()).contains("l.waitstart AS waitstart")
+            );
             assert!(!text(statement, false, &Conditions::default()).contains("l.waitstart"));
         }
     }
 
     #[test]
     fn signals_go_to_the_function_asked_for() {
-        let cancel = text(Statement::SignalBlocking(Signal::Cancel), true, &Conditions::default());
+        let cancel = text(
+            Statement::SignalBlocking(Signal::Cancel),
+            true,
+            &Conditions::default(),
+        );
         assert!(cancel.contains("pg_cancel_backend(pid)"), "{cancel}");
         assert!(!cancel.contains("pg_terminate_backend"), "{cancel}");
-        let terminate = text(Statement::SignalLocks(Signal::Terminate), true, &Conditions::default());
+        let terminate = text(
+            Statement::SignalLocks(Signal::Terminate),
+            true,
+            &Conditions::default(),
+        );
         assert!(
             terminate.contains("pg_terminate_backend(pid)"),
             "{terminate}"
@@ -432,7 +442,11 @@ mod tests {
 
     #[test]
     fn row_lock_waits_count_for_the_table_filter_of_blocked_locks_only() {
-        assert!(text(Statement::Blocked, true, &Conditions::default()).contains("t.locktype = 'tuple'"));
-        assert!(!text(Statement::Locks, true, &Conditions::default()).contains("t.locktype = 'tuple'"));
+        assert!(
+            text(Statement::Blocked, true, &Conditions::default()).contains("t.locktype = 'tuple'")
+        );
+        assert!(
+            !text(Statement::Locks, true, &Conditions::default()).contains("t.locktype = 'tuple'")
+        );
     }
 }
