@@ -625,6 +625,33 @@ async fn json_lists_the_chosen_attributes_typed() {
 
     let empty = run(pglock(&["-d", &s.url, "--json", "-o", "nothing"]), None).await;
     assert_eq!(empty.ok(), "[]\n");
+
+    // Keys in column order, the default columns' too (jsonb would sort them: read the text).
+    let default = run(pglock(&["-d", &s.url, "--json", "-l", "1"]), None).await;
+    let doc = default.ok();
+    let keys = [
+        "activity_id",
+        "activity__database",
+        "activity__application_name",
+        "activity__user",
+        "activity__state",
+        "lock",
+        "target",
+        "activity__duration",
+        "activity__query",
+    ];
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|key| {
+            doc.find(&format!("\"{key}\":"))
+                .unwrap_or_else(|| panic!("{key} in {doc}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{doc}");
+    assert_eq!(
+        json_at(s.db.pool(), doc, "{0,lock}").await,
+        Some("waits ACCESS_SHARE".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
