@@ -139,7 +139,7 @@ fn pad(text: &str, columns: usize) -> String {
 /// The widths come from the content and the terminal: each column as wide as its widest cell
 /// (at most [`MAX_COLUMN`] but for the last), and when that is wider than the terminal, the
 /// last column (the query) keeps at least [`MIN_LAST`] columns (or a quarter of the line) by
-/// narrowing the widest text columns first. Numbers, durations and booleans are never cut;
+/// narrowing the widest columns, those that say who first. Numbers, durations and booleans are never cut;
 /// text is cut with an ellipsis, never dropped.
 pub fn table(attributes: &[String], rows: &[Vec<Value>], waiting: &[bool], style: Style) -> String {
     let headings: Vec<String> = attributes
@@ -161,7 +161,16 @@ pub fn table(attributes: &[String], rows: &[Vec<Value>], waiting: &[bool], style
             })
         })
         .collect();
-    let widths = widths(&headings, &cells, &whole, style.width);
+    let who: Vec<bool> = attributes
+        .iter()
+        .map(|name| {
+            let field = name
+                .strip_prefix("blocking_activity__")
+                .or_else(|| name.strip_prefix("activity__"));
+            field.is_some_and(|field| WHO.contains(&field))
+        })
+        .collect();
+    let widths = widths(&headings, &cells, &whole, &who, style.width);
     let last = attributes.len().saturating_sub(1);
     let line = |row: &[String]| {
         let fields: Vec<String> = row
@@ -197,11 +206,26 @@ pub const MIN_LAST: usize = 16;
 /// The narrowest a text column is made, ellipsis included.
 const MIN_TEXT: usize = 4;
 
+/// The narrowest a column that says who is made before other columns are narrowed.
+const MIN_WHO: usize = 8;
+
+/// The columns that say who a session is, narrowed first.
+const WHO: &[&str] = &[
+    "database",
+    "application_name",
+    "user",
+    "client_addr",
+    "client_hostname",
+    "backend_type",
+    "context",
+];
+
 /// Each column's width: see [`table`].
 fn widths(
     headings: &[String],
     cells: &[Vec<String>],
     whole: &[bool],
+    who: &[bool],
     terminal: Option<usize>,
 ) -> Vec<usize> {
     let columns = headings.len();
@@ -232,21 +256,27 @@ fn widths(
     };
     let room = terminal.saturating_sub(SEPARATOR.len() * last);
     let keep_last = natural[last].min(MIN_LAST.max(terminal / 4));
-    let floor = |column: usize| {
+    let floor = |column: usize, least: usize| {
         if whole[column] {
             natural[column]
         } else {
-            natural[column].min(MIN_TEXT)
+            natural[column].min(least)
         }
     };
-    // Narrow the widest text column by one until the last column has its share.
-    while widths[..last].iter().sum::<usize>() + keep_last > room {
-        let widest = (0..last)
-            .filter(|&column| widths[column] > floor(column))
-            .max_by_key(|&column| (widths[column], std::cmp::Reverse(column)));
-        match widest {
-            Some(column) => widths[column] -= 1,
-            None => break,
+    let over = |widths: &[usize]| widths[..last].iter().sum::<usize>() + keep_last > room;
+    // Narrow the widest column by one until the last column has its share: first the columns
+    // that say who (a database, application or user name stays recognisable in a few
+    // letters), down to [`MIN_WHO`]; then any text column, down to [`MIN_TEXT`].
+    for (least, only_who) in [(MIN_WHO, true), (MIN_TEXT, false)] {
+        while over(&widths) {
+            let widest = (0..last)
+                .filter(|&column| !only_who || who[column])
+                .filter(|&column| widths[column] > floor(column, least))
+                .max_by_key(|&column| (widths[column], std::cmp::Reverse(column)));
+            match widest {
+                Some(column) => widths[column] -= 1,
+                None => break,
+            }
         }
     }
     widths[last] = room

@@ -37,13 +37,13 @@ pub enum Lookup {
     Exact,
     /// `__in`: equal to one of a list.
     In,
-    /// `__gt`, `__gte`, `__lt`, `__lte`: greater (or equal), less (or equal).
+    /// `__gt`: greater than the value.
     Gt,
-    /// `__gte`.
+    /// `__gte`: greater than or equal to the value.
     Gte,
-    /// `__lt`.
+    /// `__lt`: less than the value.
     Lt,
-    /// `__lte`.
+    /// `__lte`: less than or equal to the value.
     Lte,
     /// `__contains`: text containing the value, case-sensitively.
     Contains,

@@ -89,7 +89,8 @@ impl fmt::Display for Relation {
     }
 }
 
-/// A backend of the current database, from `pg_stat_activity`, as django-pgactivity shows it.
+/// A backend of the current database (or of any, with [`all_databases`](crate::LockQuery::all_databases)),
+/// from `pg_stat_activity`, as django-pgactivity shows it.
 ///
 /// Without superuser or `pg_read_all_stats`, another role's backend shows only its pid, user,
 /// application name and backend type: the rest is `None`, and `query` is
