@@ -237,11 +237,9 @@ pub async fn cli(url: &str, reps: usize) -> Res<CliOutcome> {
                 .output()?;
             let elapsed = start.elapsed();
             if !output.status.success() {
-                return Err(format!(
-                    "pglock failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-                .into());
+                return Err(
+                    format!("pglock failed: {}", String::from_utf8_lossy(&output.stderr)).into(),
+                );
             }
             Ok((elapsed, output.stdout.split(|&b| b == b'\n').count() - 1))
         })

@@ -417,13 +417,15 @@ impl FilterKey {
 
     fn check(&self, value: &FilterValue) -> Result<(), String> {
         let kind = self.field.kind;
-        let fits = |value: &FilterValue| match (kind, value) {
-            (ValueKind::Int, FilterValue::Int(_))
-            | (ValueKind::Text, FilterValue::Text(_))
-            | (ValueKind::Bool, FilterValue::Bool(_))
-            | (ValueKind::Duration, FilterValue::Duration(_))
-            | (ValueKind::Time, FilterValue::Time(_) | FilterValue::Text(_)) => true,
-            _ => false,
+        let fits = |value: &FilterValue| {
+            matches!(
+                (kind, value),
+                (ValueKind::Int, FilterValue::Int(_))
+                    | (ValueKind::Text, FilterValue::Text(_))
+                    | (ValueKind::Bool, FilterValue::Bool(_))
+                    | (ValueKind::Duration, FilterValue::Duration(_))
+                    | (ValueKind::Time, FilterValue::Time(_) | FilterValue::Text(_))
+            )
         };
         let ok = match self.lookup {
             Lookup::IsNull => matches!(value, FilterValue::Bool(_)),
