@@ -32,8 +32,9 @@ locks on its own ids (VIRTUALXID, TRANSACTIONID) are hidden unless someone waits
 Filters (-f key=value, repeatable, all must match; lists are comma-separated):
   KEY is a field, optionally followed by a lookup: FIELD, FIELD__in, FIELD__gt, FIELD__gte,
   FIELD__lt, FIELD__lte, FIELD__contains, FIELD__icontains, FIELD__startswith,
-  FIELD__istartswith, FIELD__isnull (true/false). Fields: every attribute below but target
-  and advisory_key; with --blocking also blocking_activity_id and blocking_activity__FIELD.
+  FIELD__istartswith, FIELD__isnull (true/false). Fields: every attribute below (target as
+  shown without a lock's name); with --blocking also blocking_activity_id and
+  blocking_activity__FIELD.
   Text compares as shown (activity__state=IDLE_IN_TRANSACTION, activity__wait_event=CLIENT_READ);
   durations read 30, 1.5s, 500ms, 1 minute, 2h 30m; times as Postgres reads them.
   Special: activity_id, activity_id__in (pids: no limit), granted, mode, mode__in (lock modes),

@@ -397,6 +397,13 @@ mod tests {
     }
 
     #[test]
+    fn every_column_can_be_filtered_on() {
+        for name in all(true) {
+            assert!(name.parse::<pglock::FilterKey>().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn headings_are_short_and_have_no_spaces() {
         let headings: Vec<String> = DEFAULT.iter().map(|name| heading(name)).collect();
         assert_eq!(

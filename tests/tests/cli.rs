@@ -730,6 +730,31 @@ async fn advisory_locks_show_their_key_and_are_found_by_name() {
         ],
         "{keys:#?}"
     );
+
+    // The key and the target as shown are fields too (the name-hashed key as its number).
+    for (filter, expected) in [
+        (
+            "target=advisory (1, 2)".to_owned(),
+            vec!["(1, 2)".to_owned()],
+        ),
+        ("advisory_key__in=42,7".to_owned(), vec!["42".to_owned()]),
+        (format!("target=advisory {key}"), vec![key.to_string()]),
+        (
+            "target__startswith=advisory (".to_owned(),
+            vec!["(1, 2)".to_owned()],
+        ),
+    ] {
+        let ran = run(
+            pglock(&["-d", db.url(), "-f", &filter, "-a", "advisory_key"]),
+            None,
+        )
+        .await;
+        let shown: Vec<String> = rows(ran.ok())
+            .into_iter()
+            .map(|row| row[0].clone())
+            .collect();
+        assert_eq!(shown, expected, "{filter}: {ran:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1635,6 +1660,22 @@ async fn filters_on_the_activity_lock_and_blocker_narrow_the_listing() {
             everyone.clone(),
         ),
         (vec!["rel_kind=INDEX".into()], vec![]),
+        (
+            vec!["lock=waits ACCESS_EXCLUSIVE".into()],
+            vec![c.alter_pid],
+        ),
+        (
+            vec![
+                "lock__startswith=holds".into(),
+                "target=public.orders".into(),
+            ],
+            vec![c.holder_pid],
+        ),
+        (
+            vec!["target__in=public.orders,advisory 1".into()],
+            everyone.clone(),
+        ),
+        (vec!["mode__icontains=row".into()], vec![c.update_pid]),
         // A value is data: quotes and SQL in it match text, nothing else.
         (
             vec!["activity__query__icontains=' OR 1=1 --".into()],

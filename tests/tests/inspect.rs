@@ -1291,6 +1291,24 @@ async fn field_filters_narrow_both_listings_with_django_lookups() {
         assert_eq!(activity.database.as_deref(), Some(c.db.name()));
     }
 
+    // What the listing shows as the lock and its target: the updater waits for the holder's
+    // transaction id, whose lock the holder keeps (held).
+    let xid: Vec<PgLock> = locks()
+        .filter("target__startswith", "transactionid ")
+        .filter("lock", "waits SHARE")
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(xid.clone()), [c.updater_pid]);
+    let target = format!("transactionid {}", xid[0].transaction_id.unwrap());
+    let holder_xid = locks()
+        .filter("target", target.as_str())
+        .filter("granted", true)
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(holder_xid), [c.holder_pid]);
+
     // The blocking side: the updater waits for the holder's transaction id.
     let pairs = blocked_locks()
         .filter("blocking_activity__application_name__icontains", "BILLING")

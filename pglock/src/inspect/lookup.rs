@@ -103,8 +103,12 @@ const LOCK_FIELDS: &[Field] = &[
     Field {
         name: "mode",
         kind: ValueKind::Text,
-        sql: "upper(regexp_replace(regexp_replace(lk.mode, 'Lock$', ''), \
-              '([a-z])([A-Z])', '\\1_\\2', 'g'))",
+        sql: MODE,
+    },
+    Field {
+        name: "lock",
+        kind: ValueKind::Text,
+        sql: LOCK,
     },
     Field {
         name: "granted",
@@ -145,7 +149,50 @@ const LOCK_FIELDS: &[Field] = &[
         kind: ValueKind::Int,
         sql: "lk.transactionid::text::int8",
     },
+    Field {
+        name: "advisory_key",
+        kind: ValueKind::Text,
+        sql: ADVISORY_KEY,
+    },
+    Field {
+        name: "target",
+        kind: ValueKind::Text,
+        sql: TARGET,
+    },
 ];
+
+/// A mode as the listing shows it: `AccessExclusiveLock` → `ACCESS_EXCLUSIVE`; `SIReadLock`,
+/// which has no table-lock mode, as it is.
+const MODE: &str = "CASE lk.mode WHEN 'SIReadLock' THEN lk.mode ELSE \
+     upper(regexp_replace(regexp_replace(lk.mode, 'Lock$', ''), '([a-z])([A-Z])', '\\1_\\2', \
+     'g')) END";
+
+/// `holds MODE` or `waits MODE`.
+const LOCK: &str = "(CASE WHEN lk.granted THEN 'holds ' ELSE 'waits ' END || CASE lk.mode \
+     WHEN 'SIReadLock' THEN lk.mode ELSE upper(regexp_replace(regexp_replace(lk.mode, 'Lock$', \
+     ''), '([a-z])([A-Z])', '\\1_\\2', 'g')) END)";
+
+/// An advisory key as `pg_advisory_lock` takes it (`42`, `(1, -2)`), decoded as `rows.rs` does:
+/// a `bigint` key is `classid` (high half) and `objid` (low half) with `objsubid` 1, a pair of
+/// `int`s is stored as is, as unsigned oids, with `objsubid` 2.
+const ADVISORY_KEY: &str = "CASE WHEN lk.locktype = 'advisory' THEN CASE lk.objsubid \
+     WHEN 1 THEN ((lk.classid::int8 << 32) | lk.objid::int8)::text \
+     WHEN 2 THEN '(' || (lk.classid::int8 - CASE WHEN lk.classid::int8 > 2147483647 \
+     THEN 4294967296 ELSE 0 END) || ', ' || (lk.objid::int8 - CASE WHEN lk.objid::int8 > \
+     2147483647 THEN 4294967296 ELSE 0 END) || ')' END END";
+
+/// What a lock is on, as the listing's `target` shows it without a lock's name: the relation,
+/// `advisory KEY`, `transactionid XID`, `relation OID` (a relation not in this catalog), or the
+/// lock type.
+const TARGET: &str = "CASE WHEN c.oid IS NOT NULL THEN n.nspname || '.' || c.relname \
+     WHEN lk.locktype = 'advisory' AND lk.objsubid IN (1, 2) THEN 'advisory ' || \
+     CASE lk.objsubid WHEN 1 THEN ((lk.classid::int8 << 32) | lk.objid::int8)::text \
+     ELSE '(' || (lk.classid::int8 - CASE WHEN lk.classid::int8 > 2147483647 THEN 4294967296 \
+     ELSE 0 END) || ', ' || (lk.objid::int8 - CASE WHEN lk.objid::int8 > 2147483647 \
+     THEN 4294967296 ELSE 0 END) || ')' END \
+     WHEN lk.transactionid IS NOT NULL THEN 'transactionid ' || lk.transactionid \
+     WHEN lk.relation IS NOT NULL THEN 'relation ' || lk.relation \
+     ELSE lower(lk.locktype) END";
 
 /// A backend's fields, after `activity__` or `blocking_activity__`.
 const ACTIVITY_FIELDS: &[Field] = &[
@@ -262,8 +309,11 @@ const CAMEL_WAIT_EVENT_TYPE: &str = "upper(translate(regexp_replace(regexp_repla
 /// A filter's key, `field` or `field__lookup`, parsed: which field of which side, and the
 /// lookup. The fields are the columns of the `pglock` command's listing:
 ///
-/// * the lock's: `activity_id`, `type`, `mode`, `granted`, `wait_start`, `wait_duration`,
-///   `rel_kind`, `rel_name`, `relation` (`schema.name`), `transaction_id`;
+/// * the lock's: `activity_id`, `type`, `mode`, `lock` (`holds MODE`, `waits MODE`),
+///   `granted`, `wait_start`, `wait_duration`, `rel_kind`, `rel_name`, `relation`
+///   (`schema.name`), `transaction_id`, `advisory_key` (`42`, `(1, -2)`), `target` (as the
+///   command's listing shows it, without an advisory lock's name: `public.orders`,
+///   `advisory 42`, `transactionid 731`);
 /// * its backend's, after `activity__`: `id`, `database`, `application_name`, `user`,
 ///   `client_addr`, `client_hostname`, `client_port`, `backend_type`, `state`,
 ///   `wait_event_type`, `wait_event`, `query`, `context`, `duration`, `xact_duration`, `start`,
