@@ -474,6 +474,36 @@ mod tests {
         assert!(cut.lines().all(|line| width(line) <= 60), "{cut}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_line_fits_and_every_query_keeps_its_start(
+            texts in proptest::collection::vec("[a-z注文 _]{0,30}", 1..6),
+            query in "[A-Za-z注 ()*]{1,80}",
+            columns in 30usize..160,
+        ) {
+            let (attributes, mut rows) = listing(&query, "app");
+            for (i, text) in texts.iter().enumerate() {
+                rows.push(listing(&query, text).1.remove(0));
+                rows[i + 1][1] = Value::Text(text.clone());
+            }
+            let style = Style { width: Some(columns), ..PLAIN };
+            let text = table(&attributes, &rows, &vec![false; rows.len()], style);
+            for line in text.lines() {
+                proptest::prop_assert!(width(line) <= columns, "{}", line);
+            }
+            // Wide enough for the whole columns and a query: each line keeps its pid whole and
+            // the start of its query.
+            if columns >= 60 {
+                for line in text.lines().skip(1) {
+                    proptest::prop_assert!(line.starts_with("4194304 "), "{}", line);
+                    let shown = one_line(&query);
+                    let first: String = shown.chars().take(3).collect();
+                    proptest::prop_assert!(line.contains(first.trim()), "{}", line);
+                }
+            }
+        }
+    }
+
     #[test]
     fn fitting_counts_columns_not_characters() {
         assert_eq!(fit("abcdef", 6), "abcdef");
