@@ -338,6 +338,15 @@ pub fn iso_time(time: SystemTime) -> String {
     )
 }
 
+/// A time in UTC, RFC 3339 to the second: `2026-11-24T20:48:02Z`.
+pub fn iso_second(time: SystemTime) -> String {
+    let full = iso_time(time);
+    match full.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => full,
+    }
+}
+
 /// The proleptic Gregorian date `days` after 1970-01-01: count whole 400-year eras (146,097
 /// days each) from 0000-03-01, then years within the era, then months from March (so that
 /// the leap day falls last).
@@ -377,6 +386,10 @@ mod tests {
         assert_eq!(
             iso_time(UNIX_EPOCH - Duration::from_micros(1)),
             "1969-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            iso_second(UNIX_EPOCH + Duration::from_micros(1_500_001)),
+            "1970-01-01T00:00:01Z"
         );
     }
 

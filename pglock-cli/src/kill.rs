@@ -150,13 +150,14 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The columns of the confirmation: who each session is, and what it is doing.
+/// The columns of the confirmation: who each session is, what it is doing, and since when.
 const SESSION_COLUMNS: &[&str] = &[
     "activity__id",
     "activity__database",
     "activity__application_name",
     "activity__state",
     "activity__duration",
+    "activity__start",
     "activity__query",
 ];
 
@@ -170,7 +171,11 @@ fn sessions(targets: &BTreeMap<i32, Activity>, style: Style) -> String {
                 .iter()
                 .map(|column| {
                     let field = column.trim_start_matches("activity__");
-                    attributes::activity_value(activity, field)
+                    match attributes::activity_value(activity, field) {
+                        // To the second: the duration next to it says the rest.
+                        Value::Time(time) => Value::Text(attributes::iso_second(time)),
+                        value => value,
+                    }
                 })
                 .collect()
         })

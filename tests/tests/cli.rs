@@ -877,6 +877,7 @@ async fn the_prompt_answered_n_aborts_and_kills_nothing() {
                 "application",
                 "state",
                 "duration",
+                "start",
                 "query"
             ],
             "{ran:#?}"
@@ -932,7 +933,7 @@ async fn the_prompt_answered_y_terminates_the_backends_counted() {
     let listed = rows(&ran.stderr);
     assert_eq!(listed.len(), 2, "one session, then the question: {ran:#?}");
     assert_eq!(listed[0][0], s.waiter_pid.to_string(), "{ran:#?}");
-    assert_eq!(listed[0][5], "SELECT count(*) FROM items", "{ran:#?}");
+    assert_eq!(listed[0][6], "SELECT count(*) FROM items", "{ran:#?}");
     assert_eq!(ran.ok(), "Terminated 1 query\n");
     until_gone(s.db.pool(), s.waiter_pid).await;
     let (result, _) = s.waiter.await.unwrap();
@@ -1440,10 +1441,16 @@ async fn the_root_only_kill_lists_the_holder_ends_it_and_the_alter_table_complet
             "application",
             "state",
             "duration",
+            "start",
             "query"
         ]
     );
     assert_eq!(sessions.len(), 2, "{asked:#?}");
+    // When its query started, to the second, in UTC.
+    assert!(
+        sessions[1][5].len() == "2026-12-03T08:00:00Z".len() && sessions[1][5].ends_with('Z'),
+        "{asked:#?}"
+    );
     assert_eq!(
         sessions[1][..4],
         [
@@ -1453,7 +1460,7 @@ async fn the_root_only_kill_lists_the_holder_ends_it_and_the_alter_table_complet
             "IDLE_IN_TRANSACTION".to_owned()
         ]
     );
-    assert_eq!(sessions[1][5], HOLDER_QUERY);
+    assert_eq!(sessions[1][6], HOLDER_QUERY);
     for (pid, _) in c.sessions() {
         assert!(backend_exists(c.db.pool(), pid).await, "{pid} was spared");
     }
