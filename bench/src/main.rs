@@ -251,6 +251,9 @@ async fn bench(plan: Plan) -> Res<Report> {
         holders.release().await?;
         report.line_pub("## 6. Inspection");
         report.inspect(&outcome?);
+        progress("section 6: the pglock command");
+        let cli = inspect::cli(&url, plan.inspect_reps).await?;
+        report.inspect_cli(&cli);
     }
 
     report.misses_section();

@@ -331,6 +331,39 @@ impl Report {
         self.line("");
     }
 
+    /// The `pglock` command's default listing, process start to exit.
+    pub fn inspect_cli(&mut self, outcome: &inspect::CliOutcome) {
+        let median = outcome.samples.median() / 1000.0;
+        let met = median <= LISTING_LIMIT_MS;
+        if !met {
+            self.misses.push(format!(
+                "`pglock` default listing: {median:.0} ms with {} locks across {} sessions; \
+                 target under {LISTING_LIMIT_MS:.0} ms",
+                outcome.locks,
+                inspect::SESSIONS
+            ));
+        }
+        self.line(format!(
+            "The `pglock` command (release build), process start to its default listing \
+             printed, `COLUMNS=120`, {} sessions holding {} locks in all (`pg_locks` rows), \
+             one of them waiting; {} runs after one unrecorded.",
+            inspect::SESSIONS,
+            outcome.locks,
+            outcome.samples.len()
+        ));
+        self.line("");
+        self.line("| run | lines | median ms | p90 ms | max ms | target | met |");
+        self.line("|---|--:|--:|--:|--:|---|---|");
+        self.line(format!(
+            "| `pglock -d URL` | {} | {median:.1} | {:.1} | {:.1} | under {LISTING_LIMIT_MS:.0} ms | {} |",
+            outcome.lines,
+            outcome.samples.p90() / 1000.0,
+            outcome.samples.max() / 1000.0,
+            yes(met)
+        ));
+        self.line("");
+    }
+
     pub fn misses_section(&mut self) {
         if self.misses.is_empty() {
             self.line("All targets met.");

@@ -6,36 +6,54 @@ use clap::{Args, Parser, Subcommand};
 
 pub const EXAMPLES: &str = "\
 Examples:
-  pglock                                  locks of $DATABASE_URL's database, waits first
+  pglock                                  who holds or waits for what, waits first
   pglock -d postgres://localhost/app -e   one block per lock, with full queries
   pglock 4242 4243                        the locks of two backends
   pglock -o orders -f granted=false       who waits for a lock on `orders`
+  pglock -f activity__query__icontains=orders -f activity__state=IDLE_IN_TRANSACTION
   pglock --blocking                       each wait with the backend blocking it
   pglock tree                             the blocking tree, root blockers first
+  pglock tree --terminate                 end the root blockers only (lists them, asks first)
+  pglock --all-databases tree             the blocking trees of every database
   pglock --advisory nightly-report        who holds the advisory lock \"nightly-report\"
-  pglock --blocking --terminate           end the blockers (asks first; -y does not)
+  pglock --blocking --terminate           end every blocking session, also those that wait
+                                          themselves (django-pglock's meaning; asks first)
+  pglock --roots --terminate -y           end the root blockers without asking
   pglock -f 'activity__duration__gt=5 minutes' --cancel -y
   pglock -c kill-long-blocking            run a config from ./pglock.toml
   pglock --json | jq '.[].activity_id'    for scripts
   pglock --watch 2                        refresh every 2 seconds
 
-Filters (-f key=value; lists are comma-separated):
-  activity_id, activity_id__in, granted, mode, mode__in, rel_name, rel_name__in,
-  advisory (a lock name), advisory_key (N or A,B), wait_duration__gt(e),
-  activity__duration__gt(e), and with --blocking: blocking_activity_id(__in),
-  blocking_activity__duration__gt(e). Durations: 30, 1.5s, 500ms, 1 minute, 2h 30m.
+Columns (default): pid, database, application, user, state, lock (holds or waits, and the
+mode), target, duration, query (last, cut with … to fit the terminal). Each transaction's
+locks on its own ids (VIRTUALXID, TRANSACTIONID) are hidden unless someone waits for them;
+--transaction-locks shows them.
 
-Attributes (-a; default: activity_id, activity__duration, granted, mode, type, target,
-activity__context, activity__query):
-  activity_id, type, mode, granted, wait_start, wait_duration, rel_kind, rel_name, relation,
-  advisory_key, transaction_id, target; activity__FIELD, and with --blocking
-  blocking_activity_id and blocking_activity__FIELD, where FIELD is one of: id, duration, query,
-  context, state, start, xact_start, xact_duration, backend_start, state_change,
-  wait_event_type, wait_event, application_name, user, client_addr, client_hostname,
-  client_port, backend_type, leader_pid.
+Filters (-f key=value, repeatable, all must match; lists are comma-separated):
+  KEY is a field, optionally followed by a lookup: FIELD, FIELD__in, FIELD__gt, FIELD__gte,
+  FIELD__lt, FIELD__lte, FIELD__contains, FIELD__icontains, FIELD__startswith,
+  FIELD__istartswith, FIELD__isnull (true/false). Fields: every attribute below (target as
+  shown without a lock's name); with --blocking also blocking_activity_id and
+  blocking_activity__FIELD.
+  Text compares as shown (activity__state=IDLE_IN_TRANSACTION, activity__wait_event=CLIENT_READ);
+  durations read 30, 1.5s, 500ms, 1 minute, 2h 30m; times as Postgres reads them.
+  Special: activity_id, activity_id__in (pids: no limit), granted, mode, mode__in (lock modes),
+  rel_name, rel_name__in (table or schema.table), advisory (a lock name), advisory_key (N or A,B).
+  pglock -f activity__application_name__startswith=web -f activity__user__in=app,batch
+  pglock -f wait_duration__gt=30s -f activity__client_addr__isnull=false
+  pglock --blocking -f blocking_activity__state=IDLE_IN_TRANSACTION
+
+Attributes (-a, repeatable; replace the default columns):
+  activity_id, type, mode, lock, granted, wait_start, wait_duration, rel_kind, rel_name,
+  relation, advisory_key, transaction_id, target; activity__FIELD, and with --blocking
+  blocking_activity_id and blocking_activity__FIELD, where FIELD is one of: id, database,
+  duration, query, context, state, start, xact_start, xact_duration, backend_start,
+  state_change, wait_event_type, wait_event, application_name, user, client_addr,
+  client_hostname, client_port, backend_type, leader_pid.
 
 Configs (pglock.toml in the working directory, or --config-file):
   limit = 50                                # defaults for every run
+  all_databases = true
   attributes = [\"activity_id\", \"mode\", \"target\", \"activity__query\"]
   [configs.kill-long-blocking]              # pglock -c kill-long-blocking
   filters = [\"blocking_activity__duration__gt=1 minute\"]
@@ -97,7 +115,8 @@ pub struct Options {
     pub attributes: Vec<String>,
 
     /// List the locks waited for, each with a backend blocking it; with --cancel or
-    /// --terminate, act on the blocking backends.
+    /// --terminate, act on every blocking backend, also those that wait themselves (as
+    /// django-pglock does; --roots ends only the root blockers).
     #[arg(global = true, long)]
     pub blocking: bool,
 
@@ -145,6 +164,21 @@ pub struct Options {
     /// Print JSON instead of text.
     #[arg(global = true, long)]
     pub json: bool,
+
+    /// With --cancel or --terminate: signal only the root blockers, the sessions that block
+    /// others and wait for nothing (the default of `pglock tree --terminate`).
+    #[arg(global = true, long)]
+    pub roots: bool,
+
+    /// Every database of the cluster, not only the one connected to (lists and kills; the
+    /// database column is shown).
+    #[arg(global = true, long)]
+    pub all_databases: bool,
+
+    /// Also list the locks each transaction holds on its own ids (VIRTUALXID, TRANSACTIONID),
+    /// which only repeat that it is in a transaction; hidden unless someone waits for them.
+    #[arg(global = true, long)]
+    pub transaction_locks: bool,
 
     /// Refresh every SECONDS until interrupted.
     #[arg(global = true, long, value_name = "SECONDS", conflicts_with_all = ["cancel", "terminate"])]

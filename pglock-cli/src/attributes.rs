@@ -5,29 +5,33 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pglock::{Activity, AdvisoryKey, BlockedPgLock, PgLock};
 
-/// django-pglock's `PGLOCK_ATTRIBUTES`, with `rel_kind`/`rel_name` replaced by `type` and
-/// `target`, which also say what an advisory or transaction-id lock is on.
+/// The columns that say who holds or waits for what: the session (pid, database, application,
+/// user, state), the lock (held or waited for, in which mode, on what), how long its query has
+/// run, and the query, last, taking the rest of the line. django-pglock's default
+/// (`PGLOCK_ATTRIBUTES`) shows no database, application or user, and its query column was the
+/// first to go off the edge of a terminal.
 pub const DEFAULT: &[&str] = &[
     "activity_id",
-    "activity__duration",
-    "granted",
-    "mode",
-    "type",
+    "activity__database",
+    "activity__application_name",
+    "activity__user",
+    "activity__state",
+    "lock",
     "target",
-    "activity__context",
+    "activity__duration",
     "activity__query",
 ];
 
-/// django-pglock's `PGLOCK_BLOCKING_ATTRIBUTES`, plus how long and for what the lock is
-/// waited for.
+/// django-pglock's `PGLOCK_BLOCKING_ATTRIBUTES`, plus the database, how long and for what the
+/// lock is waited for, and what the blocker is doing.
 pub const DEFAULT_BLOCKING: &[&str] = &[
     "activity_id",
+    "activity__database",
     "blocking_activity_id",
     "wait_duration",
     "mode",
     "target",
-    "activity__context",
-    "blocking_activity__context",
+    "blocking_activity__state",
     "activity__query",
     "blocking_activity__query",
 ];
@@ -37,6 +41,7 @@ const LOCK: &[&str] = &[
     "activity_id",
     "type",
     "mode",
+    "lock",
     "granted",
     "wait_start",
     "wait_duration",
@@ -51,6 +56,7 @@ const LOCK: &[&str] = &[
 /// The attributes of a backend, after `activity__` or `blocking_activity__`.
 const ACTIVITY: &[&str] = &[
     "id",
+    "database",
     "duration",
     "query",
     "context",
@@ -107,6 +113,29 @@ pub fn check(names: &[String], blocking: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A column's heading in the compact listing: short, with no spaces, so that a narrow
+/// terminal keeps room for the query. `activity_id` is `pid`, `activity__query` is `query`,
+/// `blocking_activity__query` is `blocking_query`; JSON and the expanded listing keep the
+/// attribute names.
+pub fn heading(attribute: &str) -> String {
+    let field = |field: &str| match field {
+        "id" => "pid".to_owned(),
+        "application_name" => "application".to_owned(),
+        other => other.to_owned(),
+    };
+    if attribute == "activity_id" {
+        "pid".to_owned()
+    } else if attribute == "blocking_activity_id" {
+        "blocking_pid".to_owned()
+    } else if let Some(name) = attribute.strip_prefix("blocking_activity__") {
+        format!("blocking_{}", field(name))
+    } else if let Some(name) = attribute.strip_prefix("activity__") {
+        field(name)
+    } else {
+        attribute.to_owned()
+    }
 }
 
 /// One attribute's value.
@@ -192,6 +221,11 @@ impl<'a> Row<'a> {
                 .map_or(Value::Null, |(pid, _)| Value::Int(pid.into())),
             "type" => text(&lock.lock_type),
             "mode" => text(&mode(lock)),
+            "lock" => Value::Text(format!(
+                "{} {}",
+                if lock.granted { "holds" } else { "waits" },
+                mode(lock)
+            )),
             "granted" => Value::Bool(lock.granted),
             "wait_start" => lock.wait_start.map_or(Value::Null, Value::Time),
             "wait_duration" => lock.wait_duration.map_or(Value::Null, Value::Duration),
@@ -258,6 +292,7 @@ pub fn activity_value(activity: &Activity, field: &str) -> Value {
     let int = |n: Option<i32>| n.map_or(Value::Null, |n| Value::Int(n.into()));
     match field {
         "id" => Value::Int(activity.pid.into()),
+        "database" => opt_text(activity.database.as_deref()),
         "duration" => activity.duration.map_or(Value::Null, Value::Duration),
         "xact_duration" => activity.xact_duration.map_or(Value::Null, Value::Duration),
         "query" => text(&activity.query),
@@ -303,6 +338,15 @@ pub fn iso_time(time: SystemTime) -> String {
     )
 }
 
+/// A time in UTC, RFC 3339 to the second: `2026-11-24T20:48:02Z`.
+pub fn iso_second(time: SystemTime) -> String {
+    let full = iso_time(time);
+    match full.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => full,
+    }
+}
+
 /// The proleptic Gregorian date `days` after 1970-01-01: count whole 400-year eras (146,097
 /// days each) from 0000-03-01, then years within the era, then months from March (so that
 /// the leap day falls last).
@@ -343,6 +387,10 @@ mod tests {
             iso_time(UNIX_EPOCH - Duration::from_micros(1)),
             "1969-12-31T23:59:59.999999Z"
         );
+        assert_eq!(
+            iso_second(UNIX_EPOCH + Duration::from_micros(1_500_001)),
+            "1970-01-01T00:00:01Z"
+        );
     }
 
     #[test]
@@ -357,8 +405,38 @@ mod tests {
             assert!(listed, "{name} is not in --help");
         }
         for name in DEFAULT {
-            assert!(help.contains(name), "{name}");
+            assert!(help.contains(&heading(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn every_column_can_be_filtered_on() {
+        for name in all(true) {
+            assert!(name.parse::<pglock::FilterKey>().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn headings_are_short_and_have_no_spaces() {
+        let headings: Vec<String> = DEFAULT.iter().map(|name| heading(name)).collect();
+        assert_eq!(
+            headings,
+            [
+                "pid",
+                "database",
+                "application",
+                "user",
+                "state",
+                "lock",
+                "target",
+                "duration",
+                "query"
+            ]
+        );
+        for name in all(true) {
+            assert!(!heading(&name).contains(' '), "{name}");
+        }
+        assert_eq!(heading("blocking_activity__query"), "blocking_query");
     }
 
     #[test]

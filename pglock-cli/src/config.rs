@@ -34,6 +34,8 @@ pub struct File {
     attributes: Option<Vec<String>>,
     /// The default columns with `--blocking`.
     blocking_attributes: Option<Vec<String>>,
+    /// Every database of the cluster by default (`--all-databases`).
+    all_databases: Option<bool>,
     /// Named configs, `[configs.<name>]`.
     #[serde(default)]
     configs: BTreeMap<String, Config>,
@@ -60,6 +62,9 @@ pub struct Config {
     tree: Option<bool>,
     json: Option<bool>,
     watch: Option<String>,
+    roots: Option<bool>,
+    all_databases: Option<bool>,
+    transaction_locks: Option<bool>,
 }
 
 /// Everything one run does, resolved and checked.
@@ -81,6 +86,12 @@ pub struct Settings {
     pub tree: bool,
     pub json: bool,
     pub watch: Option<Duration>,
+    /// Signal only the root blockers (`--roots`, and `tree`'s kill).
+    pub roots: bool,
+    /// Every database of the cluster (`--all-databases`).
+    pub all_databases: bool,
+    /// List the locks transactions hold on their own ids (`--transaction-locks`).
+    pub transaction_locks: bool,
 }
 
 /// Parse the text of a `pglock.toml`; `path` is for messages.
@@ -260,6 +271,8 @@ pub fn resolve(
         }
     };
     let tree = flag(cli.tree, config.tree);
+    // The tree's kill ends the root blockers: what the tree shows first.
+    let roots = flag(cli.roots, config.roots) || (tree && signal.is_some());
     if let Some(signal) = signal {
         let option = match signal {
             Signal::Cancel => "--cancel",
@@ -268,12 +281,25 @@ pub fn resolve(
         if watch.is_some() {
             return Err(format!("{option} cannot be combined with --watch"));
         }
-        if tree {
-            return Err(format!(
-                "{option} cannot be combined with the tree; use --blocking {option} to act on \
-                 blocking backends"
-            ));
-        }
+    } else if roots {
+        return Err(
+            "--roots chooses whom --cancel or --terminate signals: give one of them".to_owned(),
+        );
+    }
+    if roots && blocking {
+        return Err(
+            "--roots and --blocking choose differently whom to signal: --roots the root \
+             blockers only, --blocking every blocking backend; give one"
+                .to_owned(),
+        );
+    }
+    let all_databases =
+        cli.all_databases || config.all_databases.or(file.all_databases) == Some(true);
+    // Across databases, say whose each row is.
+    let mut attributes = attributes;
+    if all_databases && !attributes.iter().any(|name| name == "activity__database") {
+        let at = usize::from(attributes.first().is_some_and(|name| name == "activity_id"));
+        attributes.insert(at, "activity__database".to_owned());
     }
 
     Ok(Settings {
@@ -292,6 +318,9 @@ pub fn resolve(
         tree,
         json: flag(cli.json, config.json),
         watch,
+        roots,
+        all_databases,
+        transaction_locks: flag(cli.transaction_locks, config.transaction_locks),
     })
 }
 
@@ -380,6 +409,25 @@ limit = 3
     }
 
     #[test]
+    fn the_tree_kills_root_blockers_and_every_database_shows_the_database() {
+        let tree = resolve(options(&["tree", "--terminate"]), None, url()).unwrap();
+        assert!(tree.roots && tree.tree);
+        let plain = resolve(options(&["--terminate"]), None, url()).unwrap();
+        assert!(!plain.roots);
+        let all = resolve(
+            options(&["--all-databases", "-a", "activity_id"]),
+            None,
+            url(),
+        )
+        .unwrap();
+        assert_eq!(all.attributes, ["activity_id", "activity__database"]);
+        let path = PathBuf::from("pglock.toml");
+        let file = parse_file("all_databases = true\n", &path).unwrap();
+        let from_file = resolve(options(&[]), Some((path, file)), url()).unwrap();
+        assert!(from_file.all_databases);
+    }
+
+    #[test]
     fn tree_takes_the_same_options_before_and_after_it() {
         let before = options(&["-d", "postgres://a/b", "tree", "12"]);
         let after = options(&["tree", "-d", "postgres://a/b", "12"]);
@@ -407,7 +455,8 @@ limit = 3
         assert!(error(&["-f", "nope"], None).starts_with("malformed filter"));
         assert!(error(&["-f", "blocking_activity_id=1"], None).contains("needs --blocking"));
         assert!(error(&["--watch", "x"], None).contains("bad duration"));
-        assert!(error(&["--terminate", "--tree"], None).contains("cannot be combined"));
+        assert!(error(&["--roots"], None).contains("give one of them"));
+        assert!(error(&["--roots", "--blocking", "--terminate"], None).contains("give one"));
         assert!(error(&["--advisory-key", "1,x"], None).contains("bad advisory key"));
         let no_url = resolve(options(&[]), None, None).unwrap_err();
         assert!(no_url.contains("DATABASE_URL"), "{no_url}");

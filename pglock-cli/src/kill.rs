@@ -1,14 +1,17 @@
-//! `--cancel` / `--terminate`: count the backends, ask, signal, say how many were signalled.
+//! `--cancel` / `--terminate`: find the backends, list them and ask, signal, say how many were
+//! signalled.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
-use pglock::Signal;
+use pglock::{Activity, Signal};
 use sqlx::PgConnection;
 
+use crate::attributes::{self, Value};
 use crate::config::Settings;
-use crate::{Failure, query};
+use crate::render::{self, Style};
+use crate::{Failure, query, tree};
 
 /// `Terminate`, `Cancel`.
 fn verb(signal: Signal) -> &'static str {
@@ -31,49 +34,73 @@ pub fn is_yes(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-/// Signal the backends the settings find, after asking unless `yes`.
+/// Signal the backends the settings find, after listing them and asking, unless `yes`.
 ///
-/// The backends are counted from a listing with no limit (as django-pglock counts them); the
-/// signal is then sent to those of them that still match, in one statement, and the number
-/// reported is the number actually signalled. The command's own session, prepared
-/// transactions and backends of other databases are never counted or signalled.
+/// The backends are found by a listing with no limit (as django-pglock counts them): the
+/// backends of the locks listed; with `--blocking`, the backends blocking the waits listed
+/// (django-pglock's meaning: every blocker, also one that waits itself); with `--roots` (and
+/// `pglock tree`'s kill), the root blockers only. The signal then goes to those of them that
+/// still match, in one statement, and the number reported is the number actually signalled.
+/// The command's own session, prepared transactions and backends the listing cannot see are
+/// never counted or signalled.
 pub async fn run(
     conn: &mut PgConnection,
     settings: &Settings,
     signal: Signal,
 ) -> Result<ExitCode, Failure> {
-    let targets: BTreeSet<i32> = if settings.blocking {
+    let targets: BTreeMap<i32, Activity> = if settings.roots {
+        tree::fetch(conn, settings)
+            .await?
+            .root_blockers()
+            .into_iter()
+            .map(|(pid, activity)| (pid, activity.clone()))
+            .collect()
+    } else if settings.blocking {
         query::blocked(settings, None, false)
             .fetch(&mut *conn)
             .await?
             .into_iter()
-            .filter(|pair| pair.blocking_pid != 0 && pair.blocking.is_some())
-            .map(|pair| pair.blocking_pid)
+            .filter(|pair| pair.blocking_pid != 0)
+            .filter_map(|pair| Some((pair.blocking_pid, pair.blocking?)))
             .collect()
     } else {
         query::locks(settings, None, false)
             .fetch(&mut *conn)
             .await?
             .into_iter()
-            .filter(|lock| lock.pid != 0 && lock.activity.is_some())
-            .map(|lock| lock.pid)
+            .filter(|lock| lock.pid != 0)
+            .filter_map(|lock| Some((lock.pid, lock.activity?)))
             .collect()
     };
     let verb = verb(signal);
+    let blocking = settings.blocking || settings.roots;
+    let noun = |n: usize| {
+        if settings.roots {
+            roots(n)
+        } else {
+            queries(n, blocking)
+        }
+    };
     if targets.is_empty() {
         eprintln!(
-            "No {}queries to {}.",
-            if settings.blocking { "blocking " } else { "" },
+            "No {} to {}.",
+            if settings.roots {
+                "root blockers"
+            } else if blocking {
+                "blocking queries"
+            } else {
+                "queries"
+            },
             verb.to_lowercase()
         );
         return Ok(ExitCode::FAILURE);
     }
     if !settings.yes {
-        eprint!(
-            "{verb} {}? (y/[n]) ",
-            queries(targets.len(), settings.blocking)
-        );
-        let _ = std::io::stderr().flush();
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(sessions(&targets, Style::for_stderr()).as_bytes())?;
+        write!(stderr, "{verb} {}? (y/[n]) ", noun(targets.len()))?;
+        stderr.flush()?;
+        drop(stderr);
         let mut answer = String::new();
         // End of input, or unreadable input, is not a yes.
         let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -82,8 +109,17 @@ pub async fn run(
             return Ok(ExitCode::FAILURE);
         }
     }
-    let targets: Vec<i32> = targets.into_iter().collect();
-    let signalled = if settings.blocking {
+    let targets: Vec<i32> = targets.into_keys().collect();
+    let signalled = if settings.roots {
+        // Exactly the sessions listed, still holding a lock (a root blocker holds one).
+        let query = pglock::locks()
+            .pids(targets)
+            .all_databases(settings.all_databases);
+        match signal {
+            Signal::Cancel => query.cancel(&mut *conn).await?,
+            _ => query.terminate(&mut *conn).await?,
+        }
+    } else if settings.blocking {
         let query = query::blocked(settings, Some(targets), false);
         match signal {
             Signal::Cancel => query.cancel_blocking(&mut *conn).await?,
@@ -104,13 +140,52 @@ pub async fn run(
         let report = serde_json::json!({
             "action": verb.to_lowercase(),
             "blocking": settings.blocking,
+            "roots": settings.roots,
             "pids": signalled,
         });
         println!("{report}");
     } else {
-        println!("{past} {}", queries(signalled.len(), settings.blocking));
+        println!("{past} {}", noun(signalled.len()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The columns of the confirmation: who each session is, what it is doing, and since when.
+const SESSION_COLUMNS: &[&str] = &[
+    "activity__id",
+    "activity__database",
+    "activity__application_name",
+    "activity__state",
+    "activity__duration",
+    "activity__start",
+    "activity__query",
+];
+
+/// The sessions about to be signalled, one line each, fitted to the terminal.
+fn sessions(targets: &BTreeMap<i32, Activity>, style: Style) -> String {
+    let columns: Vec<String> = SESSION_COLUMNS.iter().map(|&c| c.to_owned()).collect();
+    let rows: Vec<Vec<Value>> = targets
+        .values()
+        .map(|activity| {
+            SESSION_COLUMNS
+                .iter()
+                .map(|column| {
+                    let field = column.trim_start_matches("activity__");
+                    match attributes::activity_value(activity, field) {
+                        // To the second: the duration next to it says the rest.
+                        Value::Time(time) => Value::Text(attributes::iso_second(time)),
+                        value => value,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    render::table(&columns, &rows, &vec![false; rows.len()], style)
+}
+
+/// `1 root blocker`, `2 root blockers`.
+fn roots(n: usize) -> String {
+    format!("{n} root blocker{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -132,5 +207,7 @@ mod tests {
         assert_eq!(queries(1, false), "1 query");
         assert_eq!(queries(3, true), "3 blocking queries");
         assert_eq!(verb(Signal::Cancel), "Cancel");
+        assert_eq!(roots(1), "1 root blocker");
+        assert_eq!(roots(2), "2 root blockers");
     }
 }

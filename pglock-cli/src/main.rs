@@ -218,18 +218,7 @@ async fn frame(
 ) -> Result<String, Failure> {
     let names = query::advisory_names(settings);
     if settings.tree {
-        // Every pair, so that each tree is whole: the pids choose trees, not pairs.
-        let mut all = settings.clone();
-        let mut only = std::mem::take(&mut all.pids);
-        all.filters.retain(|filter| match filter {
-            filters::Filter::Pids(pids) => {
-                only.extend(pids);
-                false
-            }
-            _ => true,
-        });
-        let pairs = query::blocked(&all, None, false).fetch(&mut *conn).await?;
-        let forest = tree::Forest::new(pairs, &only);
+        let forest = tree::fetch(conn, settings).await?;
         return Ok(if settings.json {
             format!("{}\n", json_text(&forest.json(&names), style))
         } else {

@@ -30,16 +30,11 @@ macro_rules! shared_filters {
                 Filter::Granted(granted) => query.granted_filter(*granted),
                 Filter::Modes(modes) => modes.iter().fold(query, |q, &mode| q.mode(mode)),
                 Filter::On(tables) => query.on(tables.clone()),
-                Filter::MinWait(wait) => query.min_wait(*wait),
-                Filter::MinDuration(duration) => query.min_duration(*duration),
-                Filter::Pids(_)
-                | Filter::Advisory(_)
-                | Filter::AdvisoryKey(_)
-                | Filter::BlockingPids(_)
-                | Filter::MinBlockingDuration(_) => query,
+                Filter::Field(key, value) => query.filter(&key.to_string(), value.clone()),
+                Filter::Pids(_) | Filter::Advisory(_) | Filter::AdvisoryKey(_) => query,
             };
         }
-        query
+        query.all_databases(settings.all_databases)
     }};
 }
 
@@ -113,7 +108,8 @@ fn limit(settings: &Settings, limited: bool) -> Option<usize> {
 
 /// The locks query. `pids`: exactly these backends (to signal what was counted).
 pub fn locks(settings: &Settings, pids: Option<Vec<i32>>, limited: bool) -> LockQuery {
-    let query = shared_filters!(pglock::locks(), settings, pids);
+    let query = shared_filters!(pglock::locks(), settings, pids)
+        .own_transaction_locks(settings.transaction_locks);
     match limit(settings, limited) {
         Some(n) => query.limit(n),
         None => query,
@@ -123,15 +119,7 @@ pub fn locks(settings: &Settings, pids: Option<Vec<i32>>, limited: bool) -> Lock
 /// The blocked-locks query. `blocking`: exactly these blocking backends.
 pub fn blocked(settings: &Settings, blocking: Option<Vec<i32>>, limited: bool) -> BlockedLockQuery {
     let mut query = shared_filters!(pglock::blocked_locks(), settings, None);
-    let mut blocking_pids: Option<Vec<i32>> = None;
-    for filter in &settings.filters {
-        match filter {
-            Filter::BlockingPids(pids) => blocking_pids.get_or_insert_default().extend(pids),
-            Filter::MinBlockingDuration(d) => query = query.min_blocking_duration(*d),
-            _ => {}
-        }
-    }
-    if let Some(pids) = blocking.or(blocking_pids) {
+    if let Some(pids) = blocking {
         query = query.blocking_pids(pids);
     }
     match limit(settings, limited) {

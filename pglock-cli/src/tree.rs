@@ -4,9 +4,31 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pglock::{Activity, AdvisoryKey, BlockedPgLock, PgLock};
+use sqlx::PgConnection;
 
-use crate::attributes;
+use crate::config::Settings;
 use crate::render::{Style, one_line};
+use crate::{attributes, filters, query};
+
+/// The forest the settings ask for: every (waiting lock, blocker) pair the filters keep, so
+/// that each tree is whole, and of those trees the ones the pids (positional or
+/// `activity_id` filters) are in.
+///
+/// # Errors
+/// As [`pglock::BlockedLockQuery::fetch`].
+pub async fn fetch(conn: &mut PgConnection, settings: &Settings) -> Result<Forest, pglock::Error> {
+    let mut all = settings.clone();
+    let mut only = std::mem::take(&mut all.pids);
+    all.filters.retain(|filter| match filter {
+        filters::Filter::Pids(pids) => {
+            only.extend(pids);
+            false
+        }
+        _ => true,
+    });
+    let pairs = query::blocked(&all, None, false).fetch(conn).await?;
+    Ok(Forest::new(pairs, &only))
+}
 
 /// A backend in the tree.
 #[derive(Default)]
@@ -83,6 +105,22 @@ impl Forest {
         forest
     }
 
+    /// The root blockers of the trees kept: sessions that block others and wait for nothing,
+    /// with what they are doing, most sessions blocked first. Never a prepared transaction
+    /// (pid 0), nor a backend the listing could not see (another database's), which cannot be
+    /// signalled; nor the stand-in root of a deadlock's cycle, which waits.
+    pub fn root_blockers(&self) -> Vec<(i32, &Activity)> {
+        self.roots
+            .iter()
+            .filter_map(|&pid| {
+                let node = &self.nodes[&pid];
+                let activity = node.activity.as_ref()?;
+                (pid != 0 && node.waits_for.is_none() && !node.blocked.is_empty())
+                    .then_some((pid, activity))
+            })
+            .collect()
+    }
+
     /// How many distinct sessions `pid` holds up, directly or not.
     pub fn blocks(&self, pid: i32) -> usize {
         let mut seen = BTreeSet::new();
@@ -135,13 +173,25 @@ impl Forest {
         }
     }
 
-    /// `4242 blocks 2 · waits 0:00:05 for ACCESS_SHARE on public.t · ACTIVE 0:00:05 · query`.
+    /// `4242 blocks 2 · app@db · waits 0:00:05 for ACCESS_SHARE on public.t · ACTIVE 0:00:05 ·
+    /// query` (the application, when it set one, before the user).
     fn describe(&self, pid: i32, names: &HashMap<AdvisoryKey, String>) -> String {
         let node = &self.nodes[&pid];
         let mut parts = vec![match self.blocks(pid) {
             0 => pid.to_string(),
             n => format!("{pid} blocks {n}"),
         }];
+        if let Some(activity) = &node.activity {
+            let who = format!(
+                "{}@{}",
+                activity.user.as_deref().unwrap_or("?"),
+                activity.database.as_deref().unwrap_or("?")
+            );
+            parts.push(match activity.application_name.as_str() {
+                "" => who,
+                application => format!("{application} {who}"),
+            });
+        }
         if let Some(lock) = &node.waits_for {
             let waited = lock
                 .wait_duration
@@ -209,6 +259,9 @@ impl Forest {
         path.pop();
         serde_json::json!({
             "pid": pid,
+            "database": field("database"),
+            "application_name": field("application_name"),
+            "user": field("user"),
             "blocks": self.blocks(pid),
             "state": field("state"),
             "duration": field("duration"),

@@ -108,7 +108,8 @@ pub use default_pool::{default_pool, set_default_pool};
 pub use error::{Error, LockTarget};
 pub use handle::{Db, Session};
 pub use inspect::{
-    Activity, BlockedLockQuery, BlockedPgLock, LockQuery, PgLock, Relation, blocked_locks, locks,
+    Activity, BlockedLockQuery, BlockedPgLock, FilterKey, FilterValue, LockQuery, Lookup,
+    ParseFilterKeyError, PgLock, Relation, ValueKind, blocked_locks, locks,
 };
 pub use key::{AdvisoryKey, LockId, advisory_id};
 pub use mode::{LockMode, ParseLockModeError};

@@ -193,9 +193,43 @@ async fn blocked() -> Blocked {
     }
 }
 
-/// The cells of a compact listing's line.
-fn cells(line: &str) -> Vec<&str> {
-    line.split(" | ").map(str::trim).collect()
+/// The cells of a compact listing, header first: each line split where the header's headings
+/// start (headings have no spaces), by characters.
+fn table(out: &str) -> Vec<Vec<String>> {
+    let mut lines = out.lines();
+    let header: Vec<char> = lines.next().unwrap_or("").chars().collect();
+    let starts: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i] != ' ' && (i == 0 || header[i - 1] == ' '))
+        .collect();
+    std::iter::once(out.lines().next().unwrap_or(""))
+        .chain(lines)
+        .map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            starts
+                .iter()
+                .enumerate()
+                .map(|(k, &start)| {
+                    let end = starts.get(k + 1).copied().unwrap_or(chars.len());
+                    let (start, end) = (start.min(chars.len()), end.min(chars.len()));
+                    chars[start..end]
+                        .iter()
+                        .collect::<String>()
+                        .trim()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The rows of a compact listing (without the header).
+fn rows(out: &str) -> Vec<Vec<String>> {
+    table(out).into_iter().skip(1).collect()
+}
+
+/// How many terminal columns a line takes (the tests' text is ASCII but for the ellipsis).
+fn columns(line: &str) -> usize {
+    line.chars().count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -206,53 +240,71 @@ async fn lists_waits_first_then_holders_cut_to_the_width() {
     let ran = run(command, None).await;
     let out = ran.ok();
     assert_eq!(ran.stderr, "");
-    let lines: Vec<&str> = out.lines().collect();
+    let cells = table(out);
     assert_eq!(
-        cells(lines[0])[..6],
+        cells[0],
         [
-            "activity_id",
-            "activity__duration",
-            "granted",
-            "mode",
-            "type",
-            "target"
+            "pid",
+            "database",
+            "application",
+            "user",
+            "state",
+            "lock",
+            "target",
+            "duration",
+            "query"
         ],
         "{out}"
     );
-    // The wait first, then the holder's locks.
-    let first = cells(lines[1]);
+    // The wait first, then the holder's locks; no lock a transaction holds on its own id.
+    let first = &cells[1];
     assert_eq!(first[0], s.waiter_pid.to_string(), "{out}");
+    assert_eq!(first[1], s.db.name(), "{out}");
     assert_eq!(
-        &first[2..6],
-        ["False", "ACCESS_SHARE", "RELATION", "public.items"]
-    );
-    assert!(
-        lines[2..].iter().all(|line| !line.contains("| False |")),
+        first[4..7],
+        ["ACTIVE", "waits ACCESS_SHARE", "public.items"],
         "{out}"
     );
-    let holder = lines
+    assert_eq!(first[8], "SELECT count(*) FROM items", "{out}");
+    assert!(
+        cells[2..].iter().all(|row| row[5].starts_with("holds")),
+        "{out}"
+    );
+    assert!(cells[1..].iter().all(|row| row[6] != "virtualxid"), "{out}");
+    let holder = cells
         .iter()
-        .map(|line| cells(line))
-        .find(|cells| cells[0] == s.holder_pid.to_string() && cells[3] == "ACCESS_EXCLUSIVE")
+        .find(|row| row[0] == s.holder_pid.to_string() && row[5] == "holds ACCESS_EXCLUSIVE")
         .unwrap_or_else(|| panic!("the holder's table lock is listed: {out}"));
     assert_eq!(
-        &holder[2..6],
-        ["True", "ACCESS_EXCLUSIVE", "RELATION", "public.items"]
+        holder[4..7],
+        [
+            "IDLE_IN_TRANSACTION",
+            "holds ACCESS_EXCLUSIVE",
+            "public.items"
+        ]
     );
     assert!(
         !out.contains('\x1b'),
         "no colour when not on a terminal: {out:?}"
     );
+    // --transaction-locks shows them.
+    let mut command = pglock(&["-d", &s.url, "--transaction-locks"]);
+    command.env("COLUMNS", "200");
+    let all = run(command, None).await;
+    assert!(
+        rows(all.ok()).iter().any(|row| row[6] == "virtualxid"),
+        "{all:#?}"
+    );
 
-    // The same lines, cut to a narrower terminal.
+    // The same rows in a narrower terminal: every line fits, the pids stay whole.
     let mut command = pglock(&["-d", &s.url]);
     command.env("COLUMNS", "40");
     let narrow = run(command, None).await;
     let narrow: Vec<&str> = narrow.ok().lines().collect();
-    assert_eq!(narrow.len(), lines.len(), "{narrow:#?}");
-    for (cut, whole) in narrow.iter().zip(&lines) {
-        assert!(cut.chars().count() <= 40, "{cut}");
-        assert!(whole.starts_with(cut.trim_end()), "{cut} / {whole}");
+    assert_eq!(narrow.len(), cells.len(), "{narrow:#?}");
+    for (cut, whole) in narrow.iter().zip(&cells) {
+        assert!(columns(cut) <= 40, "{cut}");
+        assert!(cut.starts_with(&whole[0]), "{cut} / {whole:?}");
     }
 
     // Whole lines when there is no width to cut to; the database from DATABASE_URL.
@@ -263,16 +315,16 @@ async fn lists_waits_first_then_holders_cut_to_the_width() {
         whole.ok().contains("SELECT count(*) FROM items"),
         "{whole:#?}"
     );
+    assert!(!whole.ok().contains('…'), "{whole:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_attributes_and_filters_narrow_the_listing() {
     let s = blocked().await;
     let ids = |ran: &Ran| -> Vec<String> {
-        ran.ok()
-            .lines()
-            .skip(1)
-            .map(|line| cells(line)[0].to_owned())
+        rows(ran.ok())
+            .into_iter()
+            .map(|row| row[0].clone())
             .collect()
     };
     let limited = run(
@@ -291,7 +343,11 @@ async fn limit_attributes_and_filters_narrow_the_listing() {
     .await;
     assert_eq!(
         limited.ok(),
-        format!("activity_id | granted\n{:<11} | False\n", s.waiter_pid)
+        format!(
+            "pid{} granted\n{} False\n",
+            " ".repeat(s.waiter_pid.to_string().len() - 3),
+            s.waiter_pid
+        )
     );
 
     let waits = run(
@@ -326,6 +382,7 @@ async fn limit_attributes_and_filters_narrow_the_listing() {
             "activity_id",
             "-l",
             "1",
+            "--transaction-locks",
         ]),
         None,
     )
@@ -360,7 +417,11 @@ async fn expanded_shows_one_block_per_lock_with_whole_queries() {
         "{out}"
     );
     assert_eq!(out.matches(&rule).count(), 1, "{out}");
-    assert!(out.contains("granted: False\n"), "{out}");
+    assert!(out.contains("lock: waits ACCESS_SHARE\n"), "{out}");
+    assert!(
+        out.contains(&format!("activity__database: {}\n", s.db.name())),
+        "{out}"
+    );
     assert!(out.contains("target: public.items\n"), "{out}");
     // The query whole, on its own lines (dedented as Python's textwrap.dedent does: its first
     // line is not indented, so no line is).
@@ -393,7 +454,7 @@ async fn blocking_pairs_each_wait_with_its_blocker() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(
-        cells(lines[1]),
+        table(out)[1],
         [
             s.waiter_pid.to_string(),
             s.holder_pid.to_string(),
@@ -404,7 +465,8 @@ async fn blocking_pairs_each_wait_with_its_blocker() {
     let default = run(pglock(&["-d", &s.url, "--blocking"]), None).await;
     let out = default.ok();
     assert!(
-        out.starts_with("activity_id | blocking_activity_id | wait_duration"),
+        out.starts_with("pid ")
+            && table(out)[0][..4] == ["pid", "database", "blocking_pid", "wait_duration"],
         "{out}"
     );
     assert!(
@@ -455,17 +517,22 @@ async fn the_tree_puts_root_blockers_first_with_how_many_they_block() {
     let out = tree.ok();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
+    // Each line: pid, how many it blocks, user@database, what it waits for, state, query.
+    let at_db = format!("@{} · ", db.name());
     assert!(
-        lines[0].starts_with(&format!("{holder_pid} blocks 2 · IDLE_IN_TRANSACTION")),
+        lines[0].starts_with(&format!("{holder_pid} blocks 2 · "))
+            && lines[0].contains(&format!("{at_db}IDLE_IN_TRANSACTION")),
         "{out}"
     );
     assert!(
-        lines[1].starts_with(&format!("└─ {second_pid} blocks 1 · waits "))
+        lines[1].starts_with(&format!("└─ {second_pid} blocks 1 · "))
+            && lines[1].contains(&format!("{at_db}waits "))
             && lines[1].contains(" for ACCESS_EXCLUSIVE on public.queue · ACTIVE "),
         "{out}"
     );
     assert!(
-        lines[2].starts_with(&format!("   └─ {third_pid} · waits")),
+        lines[2].starts_with(&format!("   └─ {third_pid} · "))
+            && lines[2].contains(&format!("{at_db}waits")),
         "{out}"
     );
     assert!(
@@ -473,7 +540,7 @@ async fn the_tree_puts_root_blockers_first_with_how_many_they_block() {
         "{out}"
     );
     assert!(
-        lines[4].starts_with(&format!("└─ {other_waiter_pid} · waits"))
+        lines[4].starts_with(&format!("└─ {other_waiter_pid} · "))
             && lines[4].contains("for EXCLUSIVE on advisory 7 · ACTIVE"),
         "{out}"
     );
@@ -558,6 +625,33 @@ async fn json_lists_the_chosen_attributes_typed() {
 
     let empty = run(pglock(&["-d", &s.url, "--json", "-o", "nothing"]), None).await;
     assert_eq!(empty.ok(), "[]\n");
+
+    // Keys in column order, the default columns' too (jsonb would sort them: read the text).
+    let default = run(pglock(&["-d", &s.url, "--json", "-l", "1"]), None).await;
+    let doc = default.ok();
+    let keys = [
+        "activity_id",
+        "activity__database",
+        "activity__application_name",
+        "activity__user",
+        "activity__state",
+        "lock",
+        "target",
+        "activity__duration",
+        "activity__query",
+    ];
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|key| {
+            doc.find(&format!("\"{key}\":"))
+                .unwrap_or_else(|| panic!("{key} in {doc}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{doc}");
+    assert_eq!(
+        json_at(s.db.pool(), doc, "{0,lock}").await,
+        Some("waits ACCESS_SHARE".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -592,20 +686,20 @@ async fn advisory_locks_show_their_key_and_are_found_by_name() {
     )
     .await;
     assert_eq!(
-        by_name.ok().lines().nth(1).map(cells),
+        rows(by_name.ok()).first().cloned(),
         Some(vec![
-            holder_pid.to_string().as_str(),
-            &format!("advisory \"nightly-report\" ({key})")
+            holder_pid.to_string(),
+            format!("advisory \"nightly-report\" ({key})")
         ]),
         "{by_name:#?}"
     );
     assert_eq!(by_name.ok().lines().count(), 2, "{by_name:#?}");
 
-    let listing = run(pglock(&["-d", db.url(), "-f", "type=x"]), None).await;
+    let listing = run(pglock(&["-d", db.url(), "-f", "kind=x"]), None).await;
     assert!(
         listing
             .one_line_error()
-            .starts_with("unknown filter key \"type\"")
+            .starts_with("unknown filter key \"kind\"")
     );
 
     let keys = run(
@@ -626,21 +720,41 @@ async fn advisory_locks_show_their_key_and_are_found_by_name() {
         None,
     )
     .await;
-    let mut rows: Vec<Vec<String>> = keys
-        .ok()
-        .lines()
-        .skip(1)
-        .map(|line| cells(line).into_iter().map(str::to_owned).collect())
-        .collect();
-    rows.sort();
+    let mut found = rows(keys.ok());
+    found.sort();
     assert_eq!(
-        rows,
+        found,
         [
             ["(1, 2)", "advisory (1, 2)", "SHARE"],
             ["42", "advisory 42", "EXCLUSIVE"],
         ],
         "{keys:#?}"
     );
+
+    // The key and the target as shown are fields too (the name-hashed key as its number).
+    for (filter, expected) in [
+        (
+            "target=advisory (1, 2)".to_owned(),
+            vec!["(1, 2)".to_owned()],
+        ),
+        ("advisory_key__in=42,7".to_owned(), vec!["42".to_owned()]),
+        (format!("target=advisory {key}"), vec![key.to_string()]),
+        (
+            "target__startswith=advisory (".to_owned(),
+            vec!["(1, 2)".to_owned()],
+        ),
+    ] {
+        let ran = run(
+            pglock(&["-d", db.url(), "-f", &filter, "-a", "advisory_key"]),
+            None,
+        )
+        .await;
+        let shown: Vec<String> = rows(ran.ok())
+            .into_iter()
+            .map(|row| row[0].clone())
+            .collect();
+        assert_eq!(shown, expected, "{filter}: {ran:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -669,7 +783,11 @@ async fn configs_come_from_pglock_toml_and_the_command_line_overrides_them() {
     let waits = run(in_dir(&["-d", &s.url, "-c", "waits"]), None).await;
     assert_eq!(
         waits.ok(),
-        format!("activity_id | granted\n{:<11} | False\n", s.waiter_pid)
+        format!(
+            "pid{} granted\n{} False\n",
+            " ".repeat(s.waiter_pid.to_string().len() - 3),
+            s.waiter_pid
+        )
     );
     // The command line's attributes replace the config's.
     let overridden = run(in_dir(&["-d", &s.url, "-c", "waits", "-a", "mode"]), None).await;
@@ -677,11 +795,11 @@ async fn configs_come_from_pglock_toml_and_the_command_line_overrides_them() {
     // The file's defaults apply without a config; a config can name the database and pids.
     let defaults = run(in_dir(&["-c", "here"]), None).await;
     let out = defaults.ok();
-    assert!(out.starts_with("activity_id | mode\n"), "{out}");
+    assert_eq!(table(out)[0], ["pid", "mode"], "{out}");
     assert!(
-        out.lines()
-            .skip(1)
-            .all(|l| cells(l)[0] == s.holder_pid.to_string()),
+        rows(out)
+            .iter()
+            .all(|row| row[0] == s.holder_pid.to_string()),
         "{out}"
     );
     // --config-file from anywhere.
@@ -741,9 +859,43 @@ async fn the_prompt_answered_n_aborts_and_kills_nothing() {
         .await;
         assert_eq!(ran.code, Some(1), "{ran:#?}");
         assert_eq!(ran.stdout, "");
+        // The sessions first, one line each, then the question.
+        let (listed, question) = ran.stderr.rsplit_once('\n').unwrap_or_default();
+        let (listed, _) = listed.rsplit_once('\n').unwrap_or_default();
         assert_eq!(
-            ran.stderr, "Terminate 2 queries? (y/[n]) Aborting!\n",
-            "{answer:?}"
+            ran.stderr.lines().last(),
+            Some("Terminate 2 queries? (y/[n]) Aborting!"),
+            "{answer:?}: {ran:#?}"
+        );
+        assert_eq!(question, "");
+        let sessions = table(listed);
+        assert_eq!(
+            sessions[0],
+            [
+                "pid",
+                "database",
+                "application",
+                "state",
+                "duration",
+                "start",
+                "query"
+            ],
+            "{ran:#?}"
+        );
+        let mut pids: Vec<&str> = sessions[1..].iter().map(|row| row[0].as_str()).collect();
+        pids.sort();
+        let mut expected = [s.holder_pid.to_string(), s.waiter_pid.to_string()];
+        expected.sort();
+        assert_eq!(pids, expected, "{ran:#?}");
+        assert!(
+            sessions[1..].iter().all(|row| row[1] == s.db.name()),
+            "{ran:#?}"
+        );
+        assert!(
+            ran.stderr
+                .contains("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+                && ran.stderr.contains("SELECT count(*) FROM items"),
+            "{ran:#?}"
         );
     }
     let ran = run(
@@ -751,7 +903,16 @@ async fn the_prompt_answered_n_aborts_and_kills_nothing() {
         Some("no\n"),
     )
     .await;
-    assert_eq!(ran.stderr, "Cancel 1 blocking query? (y/[n]) Aborting!\n");
+    assert!(
+        ran.stderr
+            .ends_with("\nCancel 1 blocking query? (y/[n]) Aborting!\n"),
+        "{ran:#?}"
+    );
+    assert_eq!(
+        rows(&ran.stderr)[0][0],
+        s.holder_pid.to_string(),
+        "{ran:#?}"
+    );
     assert!(backend_exists(s.db.pool(), s.holder_pid).await);
     assert!(backend_exists(s.db.pool(), s.waiter_pid).await);
     until_waiting(s.db.pool(), s.waiter_pid).await;
@@ -765,7 +926,14 @@ async fn the_prompt_answered_y_terminates_the_backends_counted() {
         Some("y\n"),
     )
     .await;
-    assert_eq!(ran.stderr, "Terminate 1 query? (y/[n]) ");
+    assert!(
+        ran.stderr.ends_with("\nTerminate 1 query? (y/[n]) "),
+        "{ran:#?}"
+    );
+    let listed = rows(&ran.stderr);
+    assert_eq!(listed.len(), 2, "one session, then the question: {ran:#?}");
+    assert_eq!(listed[0][0], s.waiter_pid.to_string(), "{ran:#?}");
+    assert_eq!(listed[0][6], "SELECT count(*) FROM items", "{ran:#?}");
     assert_eq!(ran.ok(), "Terminated 1 query\n");
     until_gone(s.db.pool(), s.waiter_pid).await;
     let (result, _) = s.waiter.await.unwrap();
@@ -787,7 +955,7 @@ async fn the_prompt_answered_y_terminates_the_backends_counted() {
     assert_eq!(
         json.ok(),
         format!(
-            "{{\"action\":\"cancel\",\"blocking\":false,\"pids\":[{}]}}\n",
+            "{{\"action\":\"cancel\",\"blocking\":false,\"roots\":false,\"pids\":[{}]}}\n",
             s.holder_pid
         )
     );
@@ -1118,11 +1286,11 @@ async fn a_deadlock_shows_as_a_cycle_in_the_tree() {
     let (low, high) = (first_pid.min(second_pid), first_pid.max(second_pid));
     assert_eq!(lines.len(), 3, "{out}");
     assert!(
-        lines[0].starts_with(&format!("{low} blocks 1 · waits ")),
+        lines[0].starts_with(&format!("{low} blocks 1 · ")) && lines[0].contains(" · waits "),
         "{out}"
     );
     assert!(
-        lines[1].starts_with(&format!("└─ {high} blocks 1 · waits ")),
+        lines[1].starts_with(&format!("└─ {high} blocks 1 · ")) && lines[1].contains(" · waits "),
         "{out}"
     );
     assert!(
@@ -1148,4 +1316,433 @@ async fn a_deadlock_shows_as_a_cycle_in_the_tree() {
     )
     .await;
     assert_eq!(ended.ok(), "Terminated 1 query\n");
+}
+
+/// A blocked chain: `holder` (application `billing`) reads `orders` in a transaction and
+/// idles; `alter` waits for it with an `ALTER TABLE`; `update` queues behind the `ALTER`.
+struct Chain {
+    db: TestDb,
+    holder: PgConnection,
+    holder_pid: i32,
+    alter: Running,
+    alter_pid: i32,
+    update: Running,
+    update_pid: i32,
+}
+
+const HOLDER_QUERY: &str = "BEGIN; SELECT count(*) FROM orders";
+const ALTER_QUERY: &str = "ALTER TABLE orders ADD COLUMN note text DEFAULT 'none'";
+const UPDATE_QUERY: &str = "UPDATE orders SET id = id + 1 WHERE id > 0";
+
+async fn chain() -> Chain {
+    let db = TestDb::new().await;
+    exec(
+        &mut db.connect().await,
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
+    )
+    .await;
+    let mut holder = db.connect().await;
+    let holder_pid = pid(&mut holder).await;
+    exec(&mut holder, "SET application_name = 'billing'").await;
+    exec(&mut holder, HOLDER_QUERY).await;
+    let mut alter = db.connect().await;
+    let alter_pid = pid(&mut alter).await;
+    let alter = start(alter, ALTER_QUERY);
+    until_waiting(db.pool(), alter_pid).await;
+    let mut update = db.connect().await;
+    let update_pid = pid(&mut update).await;
+    let update = start(update, UPDATE_QUERY);
+    until_waiting(db.pool(), update_pid).await;
+    Chain {
+        db,
+        holder,
+        holder_pid,
+        alter,
+        alter_pid,
+        update,
+        update_pid,
+    }
+}
+
+impl Chain {
+    /// Each session's pid and query.
+    fn sessions(&self) -> [(i32, &'static str); 3] {
+        [
+            (self.holder_pid, HOLDER_QUERY),
+            (self.alter_pid, ALTER_QUERY),
+            (self.update_pid, UPDATE_QUERY),
+        ]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocked_chain_fits_80_and_120_columns_with_every_query() {
+    let c = chain().await;
+    for width in ["80", "120"] {
+        let mut command = pglock(&["-d", c.db.url()]);
+        command.env("COLUMNS", width);
+        let ran = run(command, None).await;
+        let out = ran.ok();
+        let width: usize = width.parse().unwrap();
+        assert!(
+            out.lines().all(|line| columns(line) <= width),
+            "every line fits {width} columns:\n{out}"
+        );
+        let cells = table(out);
+        assert_eq!(cells[0][0], "pid", "{out}");
+        assert_eq!(cells[0].last().unwrap(), "query", "{out}");
+        for (pid, query) in c.sessions() {
+            let row = cells
+                .iter()
+                .find(|row| row[0] == pid.to_string())
+                .unwrap_or_else(|| panic!("{pid} is listed at {width} columns:\n{out}"));
+            // The query is there, cut with an ellipsis if it must be, never dropped.
+            let shown = row.last().unwrap();
+            let start = shown.trim_end_matches('…');
+            assert!(
+                start.len() >= 10 && query.starts_with(start),
+                "{pid}'s query at {width} columns: {shown:?}\n{out}"
+            );
+            assert!(shown == query || shown.ends_with('…'), "{shown:?}");
+        }
+        // The holder is recognisable: its application and state.
+        let holder = cells
+            .iter()
+            .find(|row| row[0] == c.holder_pid.to_string())
+            .unwrap();
+        assert!(
+            holder
+                .iter()
+                .any(|cell| "billing".starts_with(cell.trim_end_matches('…')) && !cell.is_empty()),
+            "{out}"
+        );
+    }
+    drop(c.holder);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_root_only_kill_lists_the_holder_ends_it_and_the_alter_table_completes() {
+    let mut c = chain().await;
+    // The confirmation lists the one session to be signalled, then asks.
+    let asked = run(
+        pglock(&["-d", c.db.url(), "tree", "--terminate"]),
+        Some("n\n"),
+    )
+    .await;
+    assert_eq!(asked.code, Some(1), "{asked:#?}");
+    let (listed, question) = asked.stderr.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(question, "Terminate 1 root blocker? (y/[n]) Aborting!");
+    let sessions = table(listed);
+    assert_eq!(
+        sessions[0],
+        [
+            "pid",
+            "database",
+            "application",
+            "state",
+            "duration",
+            "start",
+            "query"
+        ]
+    );
+    assert_eq!(sessions.len(), 2, "{asked:#?}");
+    // When its query started, to the second, in UTC.
+    assert!(
+        sessions[1][5].len() == "2026-12-03T08:00:00Z".len() && sessions[1][5].ends_with('Z'),
+        "{asked:#?}"
+    );
+    assert_eq!(
+        sessions[1][..4],
+        [
+            c.holder_pid.to_string(),
+            c.db.name().to_owned(),
+            "billing".to_owned(),
+            "IDLE_IN_TRANSACTION".to_owned()
+        ]
+    );
+    assert_eq!(sessions[1][6], HOLDER_QUERY);
+    for (pid, _) in c.sessions() {
+        assert!(backend_exists(c.db.pool(), pid).await, "{pid} was spared");
+    }
+
+    // --roots says the same without the tree; -y skips the question.
+    let ran = run(
+        pglock(&["-d", c.db.url(), "--roots", "--terminate", "-y"]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.ok(), "Terminated 1 root blocker\n");
+    until_gone(c.db.pool(), c.holder_pid).await;
+    let (altered, _) = c.alter.await.unwrap();
+    altered.expect("the ALTER TABLE completes once the holder is gone");
+    let (updated, _) = c.update.await.unwrap();
+    updated.expect("the UPDATE behind it completes too");
+    assert!(
+        exec_ok(&mut c.holder).await.is_err(),
+        "the holder was ended"
+    );
+    let column: Option<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute \
+         WHERE attrelid = 'orders'::regclass AND attname = 'note'",
+    )
+    .fetch_optional(c.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(column.as_deref(), Some("note"));
+}
+
+/// Run a trivial statement, for whether the session is still alive.
+async fn exec_ok(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("SELECT 1").execute(conn).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_databases_lists_and_kills_the_chains_of_every_database() {
+    let (a, b) = (chain().await, chain().await);
+    let both = format!("activity__database__in={},{}", a.db.name(), b.db.name());
+    // Connected to a, without --all-databases: only a's chain.
+    let mut command = pglock(&["-d", a.db.url(), "-l", "0"]);
+    command.env("COLUMNS", "200");
+    let here = run(command, None).await;
+    let pids: Vec<String> = rows(here.ok())
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    assert!(!pids.contains(&b.holder_pid.to_string()), "{here:#?}");
+
+    let mut command = pglock(&["-d", a.db.url(), "--all-databases", "-l", "0", "-f", &both]);
+    command.env("COLUMNS", "200");
+    let all = run(command, None).await;
+    let out = all.ok();
+    let cells = table(out);
+    assert_eq!(cells[0][1], "database", "{out}");
+    for chain in [&a, &b] {
+        for (pid, query) in chain.sessions() {
+            let row = cells
+                .iter()
+                .find(|row| row[0] == pid.to_string())
+                .unwrap_or_else(|| panic!("{pid} of {} is listed:\n{out}", chain.db.name()));
+            assert_eq!(row[1], chain.db.name(), "{out}");
+            assert_eq!(row.last().unwrap(), query, "{out}");
+        }
+    }
+    // The tree shows both chains, each with its database.
+    let tree = run(
+        pglock(&["-d", a.db.url(), "--all-databases", "tree", "-f", &both]),
+        None,
+    )
+    .await;
+    let out = tree.ok();
+    for chain in [&a, &b] {
+        assert!(
+            out.lines().any(
+                |line| line.starts_with(&format!("{} blocks 2 · ", chain.holder_pid))
+                    && line.contains(&format!("@{} · ", chain.db.name()))
+            ),
+            "{out}"
+        );
+    }
+    // From a, end b's root blocker only.
+    let only_b = format!("activity__database={}", b.db.name());
+    let ran = run(
+        pglock(&[
+            "-d",
+            a.db.url(),
+            "--all-databases",
+            "tree",
+            "--terminate",
+            "-y",
+            "-f",
+            &only_b,
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.ok(), "Terminated 1 root blocker\n");
+    until_gone(b.db.pool(), b.holder_pid).await;
+    let (altered, _) = b.alter.await.unwrap();
+    altered.expect("b's ALTER TABLE completes");
+    assert!(backend_exists(a.db.pool(), a.holder_pid).await);
+    until_waiting(a.db.pool(), a.alter_pid).await;
+    drop((a.holder, b.holder));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_on_the_activity_lock_and_blocker_narrow_the_listing() {
+    let c = chain().await;
+    let pids = |args: &[&str]| {
+        let mut all = vec!["-d", c.db.url(), "-l", "0", "-a", "activity_id"];
+        all.extend(args);
+        let command = pglock(&all);
+        async move {
+            let ran = run(command, None).await;
+            let mut pids: Vec<i32> = rows(ran.ok())
+                .iter()
+                .filter_map(|row| row[0].parse().ok())
+                .collect();
+            pids.sort();
+            pids.dedup();
+            pids
+        }
+    };
+    let sorted = |mut pids: Vec<i32>| {
+        pids.sort();
+        pids
+    };
+    let everyone = sorted(vec![c.holder_pid, c.alter_pid, c.update_pid]);
+    let waiting = sorted(vec![c.alter_pid, c.update_pid]);
+    let url = url::Url::parse(c.db.url()).unwrap();
+    let user = url.username().to_owned();
+    let name = c.db.name().to_owned();
+    let cases: Vec<(Vec<String>, Vec<i32>)> = vec![
+        (
+            vec!["activity__query__icontains=alter table".into()],
+            vec![c.alter_pid],
+        ),
+        (
+            vec!["activity__query__contains=ALTER".into()],
+            vec![c.alter_pid],
+        ),
+        (vec!["activity__query__contains=alter".into()], vec![]),
+        (
+            vec!["activity__query__startswith=UPDATE".into()],
+            vec![c.update_pid],
+        ),
+        (
+            vec!["activity__query__istartswith=update".into()],
+            vec![c.update_pid],
+        ),
+        (
+            vec!["activity__state=IDLE_IN_TRANSACTION".into()],
+            vec![c.holder_pid],
+        ),
+        (vec!["activity__state__in=ACTIVE".into()], waiting.clone()),
+        (vec![format!("activity__database={name}")], everyone.clone()),
+        (vec!["activity__database=elsewhere".into()], vec![]),
+        (
+            vec!["activity__application_name=billing".into()],
+            vec![c.holder_pid],
+        ),
+        (
+            vec![format!("activity__user__in={user},nobody")],
+            everyone.clone(),
+        ),
+        (
+            vec!["activity__client_addr__isnull=false".into()],
+            everyone.clone(),
+        ),
+        (vec!["activity__client_addr__isnull=true".into()], vec![]),
+        (
+            vec!["activity__wait_event=RELATION".into()],
+            waiting.clone(),
+        ),
+        (
+            vec!["activity__wait_event_type=LOCK".into()],
+            waiting.clone(),
+        ),
+        (
+            vec!["activity__duration__lt=1 day".into()],
+            everyone.clone(),
+        ),
+        (vec!["activity__duration__gte=1 day".into()], vec![]),
+        (vec!["activity__xact_duration__isnull=true".into()], vec![]),
+        (
+            vec![format!("activity_id__in={},{}", c.holder_pid, c.update_pid)],
+            sorted(vec![c.holder_pid, c.update_pid]),
+        ),
+        (
+            vec![format!(
+                "activity__id__gt={}",
+                c.holder_pid.max(c.alter_pid).max(c.update_pid)
+            )],
+            vec![],
+        ),
+        (
+            vec!["granted=false".into(), "type=RELATION".into()],
+            waiting.clone(),
+        ),
+        (vec!["mode=ACCESS_EXCLUSIVE".into()], vec![c.alter_pid]),
+        (
+            vec!["rel_name=orders".into(), "relation=public.orders".into()],
+            everyone.clone(),
+        ),
+        (vec!["rel_kind=INDEX".into()], vec![]),
+        (
+            vec!["lock=waits ACCESS_EXCLUSIVE".into()],
+            vec![c.alter_pid],
+        ),
+        (
+            vec![
+                "lock__startswith=holds".into(),
+                "target=public.orders".into(),
+            ],
+            vec![c.holder_pid],
+        ),
+        (
+            vec!["target__in=public.orders,advisory 1".into()],
+            everyone.clone(),
+        ),
+        (vec!["mode__icontains=row".into()], vec![c.update_pid]),
+        // A value is data: quotes and SQL in it match text, nothing else.
+        (
+            vec!["activity__query__icontains=' OR 1=1 --".into()],
+            vec![],
+        ),
+    ];
+    for (filters, expected) in cases {
+        let mut args: Vec<&str> = Vec::new();
+        for filter in &filters {
+            args.extend(["-f", filter.as_str()]);
+        }
+        assert_eq!(pids(&args).await, expected, "{filters:?}");
+    }
+
+    // The blocking side, with --blocking: who waits for the holder, and for the ALTER.
+    let blocked_by = |filter: String| {
+        let command = pglock(&[
+            "-d",
+            c.db.url(),
+            "--blocking",
+            "-a",
+            "activity_id",
+            "-a",
+            "blocking_activity_id",
+            "-f",
+            &filter,
+        ]);
+        async move { rows(run(command, None).await.ok()) }
+    };
+    assert_eq!(
+        blocked_by("blocking_activity__query__icontains=count(*)".into()).await,
+        [[c.alter_pid.to_string(), c.holder_pid.to_string()]]
+    );
+    assert_eq!(
+        blocked_by(format!("blocking_activity_id__in={}", c.alter_pid)).await,
+        [[c.update_pid.to_string(), c.alter_pid.to_string()]]
+    );
+    assert_eq!(
+        blocked_by("blocking_activity__state=IDLE_IN_TRANSACTION".into()).await,
+        [[c.alter_pid.to_string(), c.holder_pid.to_string()]]
+    );
+
+    // Mistakes are one clear line each.
+    for (filter, expected) in [
+        (
+            "activity__query__like=x",
+            "unknown lookup \"like\" in filter key",
+        ),
+        (
+            "activity__colour=x",
+            "unknown filter key \"activity__colour\"",
+        ),
+        ("activity__client_port__gt=high", "bad value in filter"),
+        ("granted__gt=true", "has no order"),
+        ("activity_id__icontains=1", "only text has this lookup"),
+        ("activity__duration__gt=soon", "bad duration"),
+    ] {
+        let ran = run(pglock(&["-d", c.db.url(), "-f", filter]), None).await;
+        let message = ran.one_line_error();
+        assert!(message.contains(expected), "{filter}: {message}");
+    }
+    drop(c.holder);
 }

@@ -1193,3 +1193,258 @@ async fn listing_ten_thousand_locks_completes() {
     drop(holder);
     waiting.await.unwrap().0.unwrap();
 }
+
+/// A holder idle in its transaction on `orders`, with a row lock; an `UPDATE` of the row
+/// waiting for its transaction id; and an `ALTER TABLE` waiting behind both.
+struct RowChain {
+    db: TestDb,
+    holder: PgConnection,
+    holder_pid: i32,
+    updater_pid: i32,
+    _updater: Running,
+}
+
+async fn row_chain() -> RowChain {
+    let db = TestDb::new().await;
+    exec(
+        &mut db.connect().await,
+        "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1)",
+    )
+    .await;
+    let mut holder = db.connect().await;
+    let holder_pid = pid(&mut holder).await;
+    exec(&mut holder, "SET application_name = 'billing-app'").await;
+    exec(&mut holder, "BEGIN; UPDATE orders SET id = 1 WHERE id = 1").await;
+    let mut updater = db.connect().await;
+    let updater_pid = pid(&mut updater).await;
+    let updater = start(updater, "UPDATE orders SET id = 2 WHERE id = 1");
+    until_waiting(db.pool(), updater_pid).await;
+    RowChain {
+        db,
+        holder,
+        holder_pid,
+        updater_pid,
+        _updater: updater,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn field_filters_narrow_both_listings_with_django_lookups() {
+    let c = row_chain().await;
+    let pool = c.db.pool();
+    let pids = |rows: Vec<PgLock>| pids_of(&rows).into_iter().collect::<Vec<_>>();
+    let both = {
+        let mut both = vec![c.holder_pid, c.updater_pid];
+        both.sort();
+        both
+    };
+
+    let by_query = locks()
+        .filter("activity__query__icontains", "set id = 2")
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(by_query), [c.updater_pid]);
+    let by_state = locks()
+        .filter(
+            "activity__state__in",
+            ["IDLE_IN_TRANSACTION", "IDLE_IN_TRANSACTION_(ABORTED)"],
+        )
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(by_state), [c.holder_pid]);
+    let by_application = locks()
+        .filter("activity__application_name__startswith", "billing-a")
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(by_application), [c.holder_pid]);
+    let by_wait = locks()
+        .filter("activity__wait_event", "TRANSACTIONID")
+        .filter("activity__duration__lt", Duration::from_secs(3600))
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(by_wait), [c.updater_pid]);
+    let by_database = locks()
+        .filter("activity__database", c.db.name())
+        .filter("activity__client_port__isnull", false)
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(by_database), both);
+    let by_start = locks()
+        .filter("activity__backend_start__lt", SystemTime::now())
+        .filter("activity__xact_start__gte", "2000-01-01 00:00:00+00")
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(by_start), both);
+    for row in locks()
+        .filter("activity__database", c.db.name())
+        .fetch(pool)
+        .await
+        .unwrap()
+    {
+        let activity = row.activity.unwrap();
+        assert_eq!(activity.database.as_deref(), Some(c.db.name()));
+    }
+
+    // What the listing shows as the lock and its target: the updater waits for the holder's
+    // transaction id, whose lock the holder keeps (held).
+    let xid: Vec<PgLock> = locks()
+        .filter("target__startswith", "transactionid ")
+        .filter("lock", "waits SHARE")
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(xid.clone()), [c.updater_pid]);
+    let target = format!("transactionid {}", xid[0].transaction_id.unwrap());
+    let holder_xid = locks()
+        .filter("target", target.as_str())
+        .filter("granted", true)
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pids(holder_xid), [c.holder_pid]);
+
+    // The blocking side: the updater waits for the holder's transaction id.
+    let pairs = blocked_locks()
+        .filter("blocking_activity__application_name__icontains", "BILLING")
+        .filter("blocking_activity_id__in", vec![c.holder_pid])
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pairs.len(), 1, "{pairs:#?}");
+    assert_eq!(
+        (pairs[0].lock.pid, pairs[0].blocking_pid),
+        (c.updater_pid, c.holder_pid)
+    );
+    let none = blocked_locks()
+        .filter("blocking_activity__state", "ACTIVE")
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:#?}");
+
+    // Mistakes fail the query before it runs, saying what is wrong.
+    for (query, expected) in [
+        (
+            locks().filter("activity__query__like", "x"),
+            "unknown lookup",
+        ),
+        (
+            locks().filter("activity__colour", "x"),
+            "unknown filter key",
+        ),
+        (locks().filter("activity_id", "x"), "takes an integer"),
+        (locks().filter("granted__gt", true), "no order"),
+        (
+            locks().filter("blocking_activity_id", 1),
+            "use it with blocked_locks()",
+        ),
+    ] {
+        match query.fetch(pool).await {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.contains(expected), "{message}")
+            }
+            other => panic!("{expected}: {other:?}"),
+        }
+    }
+    drop(c.holder);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn own_transaction_locks_hide_only_what_nobody_waits_for() {
+    let c = row_chain().await;
+    let pool = c.db.pool();
+    let all = locks().pids([c.holder_pid]).fetch(pool).await.unwrap();
+    let types = |rows: &[PgLock]| {
+        rows.iter()
+            .map(|row| row.lock_type.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert!(types(&all).contains("VIRTUALXID"), "{all:#?}");
+    assert!(types(&all).contains("TRANSACTIONID"), "{all:#?}");
+    let trimmed = locks()
+        .pids([c.holder_pid])
+        .own_transaction_locks(false)
+        .fetch(pool)
+        .await
+        .unwrap();
+    // The holder's virtualxid goes; its transaction id stays, as the updater waits for it.
+    assert!(!types(&trimmed).contains("VIRTUALXID"), "{trimmed:#?}");
+    assert!(types(&trimmed).contains("TRANSACTIONID"), "{trimmed:#?}");
+    assert!(types(&trimmed).contains("RELATION"), "{trimmed:#?}");
+    // The updater's own transaction id (it has one: it wrote nothing yet, but it locked the
+    // tuple) is hidden; its wait is not.
+    let updater = locks()
+        .pids([c.updater_pid])
+        .own_transaction_locks(false)
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert!(
+        updater.iter().all(|row| row.lock_type != "VIRTUALXID"
+            && (row.lock_type != "TRANSACTIONID" || !row.granted)),
+        "{updater:#?}"
+    );
+    assert!(updater.iter().any(|row| !row.granted), "{updater:#?}");
+    drop(c.holder);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_databases_lists_and_signals_backends_of_other_databases() {
+    let here = TestDb::new().await;
+    let there = row_chain().await;
+    let pool = here.pool();
+    let theirs = locks()
+        .filter("activity__database", there.db.name())
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert!(
+        theirs.is_empty(),
+        "only this database by default: {theirs:#?}"
+    );
+    let theirs = locks()
+        .all_databases(true)
+        .filter("activity__database", there.db.name())
+        .fetch(pool)
+        .await
+        .unwrap();
+    let mut expected = vec![there.holder_pid, there.updater_pid];
+    expected.sort();
+    assert_eq!(pids_of(&theirs).into_iter().collect::<Vec<_>>(), expected);
+    // Another database's relations are not in this catalog: an oid, no name.
+    let table = theirs
+        .iter()
+        .find(|row| row.lock_type == "RELATION" && row.pid == there.holder_pid)
+        .unwrap();
+    assert!(
+        table.relation.is_none() && table.relation_oid.is_some(),
+        "{table:#?}"
+    );
+    let pairs = blocked_locks()
+        .all_databases(true)
+        .filter("activity__database", there.db.name())
+        .fetch(pool)
+        .await
+        .unwrap();
+    assert_eq!(pairs.len(), 1, "{pairs:#?}");
+    assert_eq!(pairs[0].blocking_pid, there.holder_pid);
+    // Signalled from here.
+    let ended = blocked_locks()
+        .all_databases(true)
+        .filter("activity__database", there.db.name())
+        .terminate_blocking(pool)
+        .await
+        .unwrap();
+    assert_eq!(ended, [there.holder_pid]);
+    eventually(PATIENCE, "the holder ends", || async {
+        !backend_exists(there.db.pool(), there.holder_pid).await
+    })
+    .await;
+    drop(there.holder);
+}

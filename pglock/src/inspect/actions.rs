@@ -1,9 +1,9 @@
 //! Signalling the backends a query finds: django-pglock's `terminate_activity`,
 //! `cancel_activity` and their `_blocking_` forms.
 
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 
-use super::filters::Bound;
+use super::filters::{Bound, Filters};
 use super::query::{BlockedLockQuery, LockQuery};
 use super::sql::{self, Statement};
 use crate::{Db, Error, Signal};
@@ -58,9 +58,12 @@ impl LockQuery {
 
     async fn signal<'c>(&self, db: impl Db<'c>, signal: Signal) -> Result<Vec<i32>, Error> {
         super::run(db, async |conn| {
-            run_signal(conn, Statement::SignalLocks(signal), |q, w| {
-                self.filters.bind(q, w)
-            })
+            run_signal(
+                conn,
+                Statement::SignalLocks(signal),
+                &self.filters,
+                |q, w| self.filters.bind(q, w),
+            )
             .await
         })
         .await
@@ -120,9 +123,12 @@ impl BlockedLockQuery {
         signal: Signal,
     ) -> Result<Vec<i32>, Error> {
         super::run(db, async |conn| {
-            run_signal(conn, Statement::SignalBlocking(signal), |q, w| {
-                self.bind(q, w)
-            })
+            run_signal(
+                conn,
+                Statement::SignalBlocking(signal),
+                &self.filters,
+                |q, w| self.bind(q, w),
+            )
             .await
         })
         .await
@@ -133,11 +139,11 @@ impl BlockedLockQuery {
 async fn run_signal(
     conn: &mut PgConnection,
     statement: Statement,
+    filters: &Filters,
     bind: impl FnOnce(Bound<'static>, bool) -> Result<Bound<'static>, Error>,
 ) -> Result<Vec<i32>, Error> {
-    let waitstart = super::has_waitstart(conn).await?;
-    let query = sqlx::query(AssertSqlSafe(sql::text(statement, waitstart)));
-    let rows = bind(query, waitstart)?.fetch_all(conn).await?;
+    let query = sql::prepare(conn, statement, filters, bind).await?;
+    let rows = query.fetch_all(conn).await?;
     let mut signalled = Vec::with_capacity(rows.len());
     for row in rows {
         // `false`: the backend was gone when its signal was sent.

@@ -6,13 +6,14 @@ use sqlx::Postgres;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 
+use super::lookup::{Conditions, FilterValue, Lookups};
 use crate::table::{IntoTables, ParseTableNameError, TableName};
 use crate::{Error, LockId, LockMode};
 
 /// A statement with its parameters bound so far.
 pub(super) type Bound<'q> = Query<'q, Postgres, PgArguments>;
 
-/// The filters of `sql::ctes` (`$1`..`$11`). `None`: no filter. A list that is `Some` but empty
+/// The filters of `sql::ctes` (`$1`..`$13`, then the field lookups). `None`: no filter. A list that is `Some` but empty
 /// matches nothing, so that an empty list of pids, say, never means "every backend".
 #[derive(Clone, Debug, Default)]
 pub(super) struct Filters {
@@ -24,6 +25,10 @@ pub(super) struct Filters {
     min_wait: Option<Duration>,
     min_duration: Option<Duration>,
     limit: Option<usize>,
+    /// Leave out the locks a transaction holds on its own id that nobody waits for.
+    hide_own_xact_locks: bool,
+    all_databases: bool,
+    lookups: Lookups,
 }
 
 impl Filters {
@@ -67,7 +72,32 @@ impl Filters {
         self.limit = Some(limit);
     }
 
-    /// Bind `$1`..`$11` in order.
+    pub(super) fn own_transaction_locks(&mut self, shown: bool) {
+        self.hide_own_xact_locks = !shown;
+    }
+
+    pub(super) fn all_databases(&mut self, all: bool) {
+        self.all_databases = all;
+    }
+
+    pub(super) fn filter(&mut self, key: &str, value: FilterValue) {
+        self.lookups.push(key, value);
+    }
+
+    /// The field lookups' conditions, their parameters numbered from `first`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad key or value (see `Lookups::conditions`).
+    pub(super) fn conditions(&self, first: usize, blocked: bool) -> Result<Conditions, Error> {
+        self.lookups.conditions(first, blocked)
+    }
+
+    /// Bind the field lookups' values, after every other parameter.
+    pub(super) fn bind_lookups<'q>(&self, query: Bound<'q>) -> Bound<'q> {
+        self.lookups.bind(query)
+    }
+
+    /// Bind `$1`..`$13` in order.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a table name that does not parse, or a minimum wait on a
@@ -133,7 +163,9 @@ impl Filters {
             .bind(modes)
             .bind(seconds(self.min_wait))
             .bind(seconds(self.min_duration))
-            .bind(self.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX))))
+            .bind(self.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+            .bind(self.hide_own_xact_locks)
+            .bind(self.all_databases))
     }
 }
 

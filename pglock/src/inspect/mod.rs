@@ -9,6 +9,7 @@
 //! | `.pid(*pids)`, `.on(*models)` | [`pids`](LockQuery::pids), [`on`](LockQuery::on) (table names) |
 //! | `.filter(granted=, mode=, wait_duration__gte=, activity__duration__gte=)` | [`granted`](LockQuery::granted), [`mode`](LockQuery::mode), [`min_wait`](LockQuery::min_wait), [`min_duration`](LockQuery::min_duration) |
 //! | `.filter(blocking_activity_id__in=, blocking_activity__duration__gte=)` | [`blocking_pids`](BlockedLockQuery::blocking_pids), [`min_blocking_duration`](BlockedLockQuery::min_blocking_duration) |
+//! | `.filter(activity__query__icontains="orders")`, any field and lookup | [`filter("activity__query__icontains", "orders")`](LockQuery::filter) (see [`FilterKey`]) |
 //! | `terminate_activity()`, `cancel_activity()` | [`terminate`](LockQuery::terminate), [`cancel`](LockQuery::cancel) |
 //! | `terminate_blocking_activity()`, `cancel_blocking_activity()` | [`terminate_blocking`](BlockedLockQuery::terminate_blocking), [`cancel_blocking`](BlockedLockQuery::cancel_blocking) |
 //! | `activity__context` | [`Activity::context`] |
@@ -23,7 +24,8 @@
 //!   signal the inspecting session or a prepared transaction, and fail as a whole with
 //!   [`Error::PermissionDenied`] when a backend may not be signalled.
 //!
-//! What counts as the current database's: locks that name it (relation, advisory, page,
+//! What counts as the current database's ([`all_databases`](LockQuery::all_databases) lifts
+//! the limit): locks that name it (relation, advisory, page,
 //! tuple... locks), and locks that name no database (transaction ids, shared catalogs) held or
 //! awaited by a backend connected to it. The backends listed are those connected to it.
 //!
@@ -35,12 +37,14 @@ mod actions;
 mod context;
 mod filters;
 mod labels;
+mod lookup;
 mod query;
 mod rows;
 mod sql;
 
 use sqlx::PgConnection;
 
+pub use lookup::{FilterKey, FilterValue, Lookup, ParseFilterKeyError, ValueKind};
 pub use query::{BlockedLockQuery, LockQuery};
 pub use rows::{Activity, BlockedPgLock, PgLock, Relation};
 

@@ -8,7 +8,7 @@ use super::filters::{Bound, Filters, seconds};
 use super::rows::{BlockedPgLock, Columns, PgLock};
 use super::sql::{self, Statement};
 use crate::table::IntoTables;
-use crate::{Db, Error, LockId, LockMode};
+use crate::{Db, Error, FilterValue, LockId, LockMode};
 
 /// Locks of the current database, filtered. Built by [`locks`](crate::locks).
 ///
@@ -107,6 +107,54 @@ impl LockQuery {
         self
     }
 
+    /// Only locks whose field `key` passes a django lookup with `value`: any column of the
+    /// `pglock` command's listing, the lock's or its backend's (`activity__...`). See
+    /// [`FilterKey`](crate::FilterKey) for the fields and lookups. The value is bound, never
+    /// written into the statement. A key that does not parse, or a value that does not suit
+    /// it, makes the query fail with [`Error::InvalidArgument`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// use std::time::Duration;
+    ///
+    /// // Locks of sessions idle in a transaction for over a minute, from the web app.
+    /// let locks = pglock::locks()
+    ///     .filter("activity__state", "IDLE_IN_TRANSACTION")
+    ///     .filter("activity__xact_duration__gt", Duration::from_secs(60))
+    ///     .filter("activity__application_name__startswith", "web")
+    ///     .fetch(pool)
+    ///     .await?;
+    /// // Whoever runs a query on `orders`, in any case.
+    /// let orders = pglock::locks().filter("activity__query__icontains", "orders");
+    /// // Sessions of two users, and those not connected over TCP.
+    /// let users = pglock::locks().filter("activity__user__in", ["app", "batch"]);
+    /// let local = pglock::locks().filter("activity__client_addr__isnull", true);
+    /// # Ok(()) }
+    /// ```
+    pub fn filter(mut self, key: &str, value: impl Into<FilterValue>) -> Self {
+        self.filters.filter(key, value.into());
+        self
+    }
+
+    /// Whether to list the locks each transaction holds on its own transaction id and virtual
+    /// transaction id (`TRANSACTIONID` and `VIRTUALXID`, granted), which only repeat that the
+    /// backend is in a transaction. `true` by default; with `false` such a lock is still listed
+    /// when someone waits for it (a row lock's wait, `CREATE INDEX CONCURRENTLY`'s).
+    pub fn own_transaction_locks(mut self, shown: bool) -> Self {
+        self.filters.own_transaction_locks(shown);
+        self
+    }
+
+    /// List (and act on) the locks of every database of the cluster, not only the current
+    /// one's; [`Activity::database`](crate::Activity::database) says whose each backend is.
+    /// Relations of other databases are not in this database's catalog: their locks have a
+    /// [`relation_oid`](crate::PgLock::relation_oid) and no [`relation`](crate::PgLock::relation),
+    /// and [`on`](LockQuery::on) matches only relations of the current database.
+    pub fn all_databases(mut self, all: bool) -> Self {
+        self.filters.all_databases(all);
+        self
+    }
+
     /// List the matching locks: locks waited for first, then the longest waits, then the
     /// locks of the longest-running queries (django-pglock's order).
     ///
@@ -140,7 +188,10 @@ impl LockQuery {
     /// Dropping the future is harmless: the listing only reads.
     pub async fn fetch<'c>(&self, db: impl Db<'c>) -> Result<Vec<PgLock>, Error> {
         super::run(db, async |conn| {
-            let rows = run_listing(conn, Statement::Locks, |q, w| self.filters.bind(q, w)).await?;
+            let rows = run_listing(conn, Statement::Locks, &self.filters, |q, w| {
+                self.filters.bind(q, w)
+            })
+            .await?;
             rows.iter()
                 .map(|row| {
                     let mut columns = Columns::new(row);
@@ -212,6 +263,31 @@ impl BlockedLockQuery {
         self
     }
 
+    /// Only waits whose field `key` passes a django lookup with `value` (see
+    /// [`LockQuery::filter`]): the waiting lock's fields, its backend's (`activity__...`) and
+    /// the blocking backend's (`blocking_activity_id`, `blocking_activity__...`).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// // Waits of the migration, blocked by a session idle in its transaction.
+    /// let pairs = pglock::blocked_locks()
+    ///     .filter("activity__query__istartswith", "alter table")
+    ///     .filter("blocking_activity__state", "IDLE_IN_TRANSACTION")
+    ///     .fetch(pool)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn filter(mut self, key: &str, value: impl Into<FilterValue>) -> Self {
+        self.filters.filter(key, value.into());
+        self
+    }
+
+    /// Waits in every database of the cluster (see [`LockQuery::all_databases`]).
+    pub fn all_databases(mut self, all: bool) -> Self {
+        self.filters.all_databases(all);
+        self
+    }
+
     /// At most this many rows (see [`LockQuery::limit`]).
     pub fn limit(mut self, limit: usize) -> Self {
         self.filters.limit(limit);
@@ -236,7 +312,10 @@ impl BlockedLockQuery {
     /// Dropping the future is harmless: the listing only reads.
     pub async fn fetch<'c>(&self, db: impl Db<'c>) -> Result<Vec<BlockedPgLock>, Error> {
         super::run(db, async |conn| {
-            let rows = run_listing(conn, Statement::Blocked, |q, w| self.bind(q, w)).await?;
+            let rows = run_listing(conn, Statement::Blocked, &self.filters, |q, w| {
+                self.bind(q, w)
+            })
+            .await?;
             rows.iter()
                 .map(|row| {
                     let mut columns = Columns::new(row);
@@ -265,13 +344,14 @@ impl BlockedLockQuery {
     }
 }
 
-/// Run a listing statement with its parameters bound by `bind`.
+/// Run a listing statement with its fixed parameters bound by `bind`, then `filters`' field
+/// lookups.
 async fn run_listing(
     conn: &mut PgConnection,
     statement: Statement,
+    filters: &Filters,
     bind: impl FnOnce(Bound<'static>, bool) -> Result<Bound<'static>, Error>,
 ) -> Result<Vec<sqlx::postgres::PgRow>, Error> {
-    let waitstart = super::has_waitstart(conn).await?;
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql::text(statement, waitstart)));
-    Ok(bind(query, waitstart)?.fetch_all(conn).await?)
+    let query = sql::prepare(conn, statement, filters, bind).await?;
+    Ok(query.fetch_all(conn).await?)
 }

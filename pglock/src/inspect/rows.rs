@@ -89,7 +89,8 @@ impl fmt::Display for Relation {
     }
 }
 
-/// A backend of the current database, from `pg_stat_activity`, as django-pgactivity shows it.
+/// A backend of the current database (or of any, with [`all_databases`](crate::LockQuery::all_databases)),
+/// from `pg_stat_activity`, as django-pgactivity shows it.
 ///
 /// Without superuser or `pg_read_all_stats`, another role's backend shows only its pid, user,
 /// application name and backend type: the rest is `None`, and `query` is
@@ -103,6 +104,8 @@ impl fmt::Display for Relation {
 pub struct Activity {
     /// The backend's process id.
     pub pid: i32,
+    /// The database it is connected to; `None` for background processes that have none.
+    pub database: Option<String>,
     /// For a parallel worker, its leader's pid.
     pub leader_pid: Option<i32>,
     /// The role it is logged in as.
@@ -265,6 +268,7 @@ impl<'r> Columns<'r> {
         let wait_event_type: Option<String> = self.take()?;
         let wait_event: Option<String> = self.take()?;
         let query: Option<String> = self.take()?;
+        let database: Option<String> = self.take()?;
         let Some(pid) = pid else {
             return Ok(None);
         };
@@ -272,6 +276,7 @@ impl<'r> Columns<'r> {
         let (context, query) = context::split(&query);
         Ok(Some(Activity {
             pid,
+            database,
             leader_pid,
             user,
             application_name: application_name.unwrap_or_default(),

@@ -7,8 +7,10 @@
 //!
 //! No caller-supplied value reaches the text: every filter is a bound parameter, and a filter
 //! that is not set is bound as `NULL`, which its clause reads as "no filter". The text depends
-//! only on the kind of statement and on whether the server has `pg_locks.waitstart`
-//! (Postgres 14 and later), so sqlx prepares each one once per connection.
+//! on the kind of statement, on whether the server has `pg_locks.waitstart` (Postgres 14 and
+//! later), and on which field lookups (`lookup.rs`) are used: their expressions and operators
+//! come from a fixed table, their values are parameters after the fixed ones. sqlx prepares
+//! each distinct text once per connection.
 //!
 //! Parameters, the same in every statement:
 //!
@@ -22,15 +24,28 @@
 //! | `$9` | `float8` | minimum wait, seconds |
 //! | `$10` | `float8` | minimum query duration, seconds |
 //! | `$11` | `int8` | limit |
+//! | `$12` | `bool` | leave out the locks transactions hold on their own ids that nobody waits for |
+//! | `$13` | `bool` | every database, not only the current one |
 //!
-//! Statements about blocked locks add `$12` (`int4[]`, blocking pids) and `$13` (`float8`,
-//! minimum query duration of the blocking backend, seconds).
+//! Statements about blocked locks add `$14` (`int4[]`, blocking pids) and `$15` (`float8`,
+//! minimum query duration of the blocking backend, seconds). The field lookups' values follow:
+//! from `$14` ([`FIRST_LOOKUP`]) or `$16` ([`FIRST_BLOCKED_LOOKUP`]).
 //!
 //! Each row is read by position (see `rows.rs`): the lock's columns in [`LOCK`] order, the
 //! activity's in [`ACTIVITY`] order, then for blocked locks the blocking pid and the blocking
 //! activity, and last the statement's time.
 
-use crate::Signal;
+use sqlx::{AssertSqlSafe, PgConnection};
+
+use super::filters::{Bound, Filters};
+use super::lookup::Conditions;
+use crate::{Error, Signal};
+
+/// The first parameter of the field lookups in statements about locks.
+pub(super) const FIRST_LOOKUP: usize = 14;
+
+/// The first parameter of the field lookups in statements about blocked locks.
+pub(super) const FIRST_BLOCKED_LOOKUP: usize = 16;
 
 /// The lock columns of a row, in the order `rows.rs` reads them.
 pub(super) const LOCK: &[&str] = &[
@@ -68,6 +83,7 @@ pub(super) const ACTIVITY: &[&str] = &[
     "wait_event_type",
     "wait_event",
     "query",
+    "datname",
 ];
 
 /// What a statement does.
@@ -88,10 +104,20 @@ impl Statement {
     pub(super) fn is_about_blocked_locks(self) -> bool {
         matches!(self, Statement::Blocked | Statement::SignalBlocking(_))
     }
+
+    /// The number of the first field lookup's parameter.
+    pub(super) fn first_lookup(self) -> usize {
+        if self.is_about_blocked_locks() {
+            FIRST_BLOCKED_LOOKUP
+        } else {
+            FIRST_LOOKUP
+        }
+    }
 }
 
 /// The statement's text. `waitstart`: whether the server has `pg_locks.waitstart` (14+).
-pub(super) fn text(statement: Statement, waitstart: bool) -> String {
+/// `conditions`: the field lookups', numbered from [`Statement::first_lookup`].
+pub(super) fn text(statement: Statement, waitstart: bool, conditions: &Conditions) -> String {
     let ctes = ctes(
         if waitstart {
             "l.waitstart"
@@ -99,7 +125,9 @@ pub(super) fn text(statement: Statement, waitstart: bool) -> String {
             "NULL::timestamptz"
         },
         statement.is_about_blocked_locks(),
+        &conditions.lock,
     );
+    let blocked_cte = || blocked(&conditions.blocking);
     match statement {
         Statement::Locks => format!(
             "{ctes}\nSELECT {lock}, {activity}, {NOW}\nFROM base\nORDER BY {LOCK_ORDER}\nLIMIT $11",
@@ -112,7 +140,7 @@ pub(super) fn text(statement: Statement, waitstart: bool) -> String {
             lock = columns(LOCK, ""),
             activity = columns(ACTIVITY, "a_"),
             blocking = columns(ACTIVITY, "b_"),
-            blocked = blocked(),
+            blocked = blocked_cte(),
         ),
         Statement::SignalLocks(signal) => format!(
             "{ctes},\nlisted AS (\n    SELECT pid AS target, a_usesysid AS target_role, \
@@ -124,10 +152,29 @@ pub(super) fn text(statement: Statement, waitstart: bool) -> String {
             "{ctes},\n{blocked},\nlisted AS (\n    SELECT blocking_pid AS target, b_usesysid AS \
              target_role, b_pid IS NOT NULL AS target_seen\n    FROM blocked ORDER BY \
              {BLOCKED_ORDER} LIMIT $11\n),\n{tail}",
-            blocked = blocked(),
+            blocked = blocked_cte(),
             tail = signal_tail(signal),
         ),
     }
+}
+
+/// The statement for `filters`, with the fixed parameters bound by `bind` and the field
+/// lookups' values after them.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a filter that is wrong (see `Filters::bind` and
+/// `Lookups::conditions`); [`Error::Database`] if the server's version cannot be read.
+pub(super) async fn prepare(
+    conn: &mut PgConnection,
+    statement: Statement,
+    filters: &Filters,
+    bind: impl FnOnce(Bound<'static>, bool) -> Result<Bound<'static>, Error>,
+) -> Result<Bound<'static>, Error> {
+    let conditions =
+        filters.conditions(statement.first_lookup(), statement.is_about_blocked_locks())?;
+    let waitstart = super::has_waitstart(conn).await?;
+    let query = sqlx::query(AssertSqlSafe(text(statement, waitstart, &conditions)));
+    Ok(filters.bind_lookups(bind(query, waitstart)?))
 }
 
 /// `prefixcol, ...` for `cols`: the output columns of a CTE.
@@ -139,13 +186,15 @@ fn columns(cols: &[&str], prefix: &str) -> String {
 }
 
 /// `alias.col AS prefixcol, ...` for the activity columns of `act` under `alias`. The pid is
-/// `NULL` for a backend outside the current database, which reads as no activity.
+/// `NULL` for a backend outside the current database (unless `$13` asks for every database),
+/// which reads as no activity.
 fn activity_columns(alias: &str, prefix: &str) -> String {
     ACTIVITY
         .iter()
         .map(|&col| match col {
             "pid" => format!(
-                "CASE WHEN {alias}.datid = (SELECT oid FROM db) THEN {alias}.pid END AS {prefix}pid"
+                "CASE WHEN $13::bool OR {alias}.datid = (SELECT oid FROM db) THEN {alias}.pid END \
+                 AS {prefix}pid"
             ),
             col => format!("{alias}.{col} AS {prefix}{col}"),
         })
@@ -172,7 +221,8 @@ const BLOCKED_ORDER: &str =
     "waitstart ASC NULLS LAST, a_query_started_at ASC NULLS LAST, pid, blocking_pid";
 
 /// The CTEs every statement starts with, ending in `base`: the locks of the current database
-/// with their relation and activity, filtered by `$1`..`$10`.
+/// with their relation and activity, filtered by `$1`..`$10`, `$12`, `$13` and the
+/// field lookups' `conditions`.
 ///
 /// * `db`: the current database, which locks and backends are limited to.
 /// * `act`: `pg_stat_activity`, times as epoch seconds. Only backends connected to the current
@@ -191,7 +241,7 @@ const BLOCKED_ORDER: &str =
 /// For blocked locks, the table filter also keeps the transaction-id wait of a row lock: the
 /// waiter holds the row's tuple lock (on the table) while it waits for the holder's
 /// transaction to end.
-fn ctes(waitstart: &str, blocked: bool) -> String {
+fn ctes(waitstart: &str, blocked: bool, conditions: &str) -> String {
     let row_lock_waits = if blocked {
         "\n           OR lk.pid IN (SELECT t.pid FROM lk t WHERE t.locktype = 'tuple' AND \
          t.granted AND t.relation IN (SELECT oid FROM on_rels))"
@@ -210,12 +260,13 @@ act AS MATERIALIZED (
            date_part('epoch', a.xact_start) AS xact_start,
            date_part('epoch', a.query_start) AS query_start,
            date_part('epoch', a.state_change) AS state_change,
-           a.state, a.wait_event_type, a.wait_event, a.query, a.query_start AS query_started_at
+           a.state, a.wait_event_type, a.wait_event, a.query, a.datname::text AS datname,
+           a.query_start AS query_started_at
     FROM pg_stat_activity a
 ),
 lk AS MATERIALIZED (
     SELECT coalesce(l.pid, 0) AS pid, l.locktype, l.database, l.relation, l.transactionid,
-           l.classid, l.objid, l.objsubid, l.mode, l.granted, {waitstart} AS waitstart
+           l.virtualxid, l.classid, l.objid, l.objsubid, l.mode, l.granted, {waitstart} AS waitstart
     FROM pg_locks l
     WHERE l.pid IS DISTINCT FROM pg_backend_pid()
 ),
@@ -236,12 +287,14 @@ base AS (
     FROM lk
     LEFT JOIN act a ON a.pid = lk.pid
     LEFT JOIN pg_class c ON c.oid = lk.relation
+                            AND coalesce(lk.database, 0) IN (0, (SELECT oid FROM db))
     LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE (lk.database = (SELECT oid FROM db)
+    WHERE ($13::bool
+           OR lk.database = (SELECT oid FROM db)
            OR (coalesce(lk.database, 0) = 0 AND a.datid = (SELECT oid FROM db)))
       AND ($1::int4[] IS NULL OR lk.pid = ANY($1::int4[]))
       AND ($3::text[] IS NULL
-           OR lk.relation IN (SELECT oid FROM on_rels){row_lock_waits})
+           OR c.oid IN (SELECT oid FROM on_rels){row_lock_waits})
       AND ($4::int8[] IS NULL
            OR (lk.locktype = 'advisory'
                AND (lk.classid::int8, lk.objid::int8, lk.objsubid) IN (
@@ -252,6 +305,12 @@ base AS (
            OR date_part('epoch', statement_timestamp() - lk.waitstart) >= $9::float8)
       AND ($10::float8 IS NULL
            OR date_part('epoch', statement_timestamp() - a.query_started_at) >= $10::float8)
+      AND NOT ($12::bool AND lk.granted AND lk.locktype IN ('virtualxid', 'transactionid')
+               AND coalesce(lk.transactionid::text, lk.virtualxid) NOT IN (
+                   SELECT coalesce(w.transactionid::text, w.virtualxid)
+                   FROM lk w
+                   WHERE NOT w.granted AND w.locktype IN ('virtualxid', 'transactionid')
+                     AND coalesce(w.transactionid::text, w.virtualxid) IS NOT NULL)){conditions}
 )"
     )
 }
@@ -261,7 +320,7 @@ base AS (
 /// a conflicting lock) and soft ones (earlier in the queue) alike. A parallel worker is named by
 /// its leader, possibly more than once: hence the DISTINCT. `pg_blocking_pids` takes the lock
 /// manager's partition locks, so it runs once per waiting backend only.
-fn blocked() -> String {
+fn blocked(conditions: &str) -> String {
     let blocking = activity_columns("ba", "b_");
     format!(
         "waiting AS MATERIALIZED (
@@ -272,9 +331,9 @@ blocked AS (
     FROM waiting w
     CROSS JOIN LATERAL (SELECT DISTINCT unnest(pg_blocking_pids(w.pid)) AS pid) b
     LEFT JOIN act ba ON ba.pid = b.pid
-    WHERE ($12::int4[] IS NULL OR b.pid = ANY($12::int4[]))
-      AND ($13::float8 IS NULL
-           OR date_part('epoch', statement_timestamp() - ba.query_started_at) >= $13::float8)
+    WHERE ($14::int4[] IS NULL OR b.pid = ANY($14::int4[]))
+      AND ($15::float8 IS NULL
+           OR date_part('epoch', statement_timestamp() - ba.query_started_at) >= $15::float8){conditions}
 )"
     )
 }
@@ -336,11 +395,11 @@ mod tests {
     fn statements_take_the_documented_parameters() {
         for statement in ALL {
             for waitstart in [false, true] {
-                let text = text(statement, waitstart);
+                let text = text(statement, waitstart, &Conditions::default());
                 let expected = if statement.is_about_blocked_locks() {
-                    13
+                    15
                 } else {
-                    11
+                    13
                 };
                 assert_eq!(parameters(&text), expected, "{statement:?}:\n{text}");
             }
@@ -350,17 +409,27 @@ mod tests {
     #[test]
     fn waitstart_is_read_only_where_it_exists() {
         for statement in ALL {
-            assert!(text(statement, true).contains("l.waitstart AS waitstart"));
-            assert!(!text(statement, false).contains("l.waitstart"));
+            assert!(
+                text(statement, true, &Conditions::default()).contains("l.waitstart AS waitstart")
+            );
+            assert!(!text(statement, false, &Conditions::default()).contains("l.waitstart"));
         }
     }
 
     #[test]
     fn signals_go_to_the_function_asked_for() {
-        let cancel = text(Statement::SignalBlocking(Signal::Cancel), true);
+        let cancel = text(
+            Statement::SignalBlocking(Signal::Cancel),
+            true,
+            &Conditions::default(),
+        );
         assert!(cancel.contains("pg_cancel_backend(pid)"), "{cancel}");
         assert!(!cancel.contains("pg_terminate_backend"), "{cancel}");
-        let terminate = text(Statement::SignalLocks(Signal::Terminate), true);
+        let terminate = text(
+            Statement::SignalLocks(Signal::Terminate),
+            true,
+            &Conditions::default(),
+        );
         assert!(
             terminate.contains("pg_terminate_backend(pid)"),
             "{terminate}"
@@ -373,7 +442,11 @@ mod tests {
 
     #[test]
     fn row_lock_waits_count_for_the_table_filter_of_blocked_locks_only() {
-        assert!(text(Statement::Blocked, true).contains("t.locktype = 'tuple'"));
-        assert!(!text(Statement::Locks, true).contains("t.locktype = 'tuple'"));
+        assert!(
+            text(Statement::Blocked, true, &Conditions::default()).contains("t.locktype = 'tuple'")
+        );
+        assert!(
+            !text(Statement::Locks, true, &Conditions::default()).contains("t.locktype = 'tuple'")
+        );
     }
 }
