@@ -23,6 +23,9 @@ Examples:
   pglock -c kill-long-blocking            run a config from ./pglock.toml
   pglock --json | jq '.[].activity_id'    for scripts
   pglock --watch 2                        refresh every 2 seconds
+  pglock -d 'host=db.example.com user=ops sslmode=require'   a libpq conninfo string
+  PGHOST=db.example.com PGUSER=ops pglock                    as psql: PG* and ~/.pgpass
+  pglock completions bash > ~/.local/share/bash-completion/completions/pglock
 
 Columns (default): pid, database, application, user, state, lock (holds or waits, and the
 mode), target, duration, query (last, cut with … to fit the terminal). Each transaction's
@@ -61,8 +64,15 @@ Configs (pglock.toml in the working directory, or --config-file):
   terminate = true
   yes = true
 
+Connecting (as psql): -d, else DATABASE_URL, is a URL (postgres://user@host:port/db?sslmode=
+require), a conninfo string (host=... port=... dbname=... user=... sslmode=...) or a database
+name; what it leaves out comes from PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE, PGSSLROOTCERT
+and the other PG* variables, a password from PGPASSWORD or ~/.pgpass (PGPASSFILE). TLS: sslmode
+disable, allow, prefer (the default), require, verify-ca, verify-full; sslrootcert (a file, or
+system), sslcert, sslkey. Passwords are never printed.
+
 Exit status: 0 on success; 1 on an error, an aborted or empty kill; 2 on a usage error.
-Colour only on a terminal, never with NO_COLOR set.";
+Colour only on a terminal, never with NO_COLOR set; CLICOLOR_FORCE=1 forces it.";
 
 /// List Postgres locks with what their backends are doing, find who blocks whom, and end them.
 ///
@@ -89,6 +99,12 @@ pub enum Command {
         #[arg(value_name = "PID", allow_negative_numbers = true)]
         pids: Vec<i32>,
     },
+    /// Print a shell completion script: `pglock completions bash > <completions dir>/pglock`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The options, shared by the listing and `tree`.
@@ -98,7 +114,8 @@ pub struct Options {
     #[arg(value_name = "PID", allow_negative_numbers = true)]
     pub pids: Vec<i32>,
 
-    /// The database to inspect [default: $DATABASE_URL].
+    /// The database to inspect: a URL, a conninfo string or a database name [default:
+    /// $DATABASE_URL, else the PG* variables, as psql].
     #[arg(global = true, short = 'd', long, value_name = "URL")]
     pub database_url: Option<String>,
 
@@ -195,7 +212,8 @@ impl Cli {
                 options.tree = true;
                 options
             }
-            None => self.options,
+            // Handled before the options are read (main.rs).
+            None | Some(Command::Completions { .. }) => self.options,
         }
     }
 }

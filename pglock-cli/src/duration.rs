@@ -1,6 +1,13 @@
 //! Durations as people write them in filters and `--watch`: `90`, `1.5s`, `100ms`,
 //! `1 minute`, `2 min 30 s`: the spellings of Postgres' intervals that django-pglock users pass
-//! (`activity__duration__gt=1 minute`), and the short ones.
+//! (`activity__duration__gt=1 minute`), and the short ones; and the clock form the listing
+//! prints (`0:00:05`, `1 day, 2:03:04`, Python's `timedelta` as django-pglock shows it), so a
+//! duration copied from a listing works in a filter.
+//!
+//! Hand-written rather than humantime's: humantime takes neither fractions (`1.5s`), bare
+//! seconds (`90`) nor clocks (`0:00:05`), all of which django-pglock users write; the grammar
+//! is a superset of the attributes' (`"1.5s"`, `"250ms"`, `"2m"`, `"1h"`, a number of
+//! seconds).
 
 use std::time::Duration;
 
@@ -19,9 +26,11 @@ impl std::fmt::Display for DurationError {
     }
 }
 
-/// Parse `text`: one or more `<number>[ ]<unit>` amounts (summed), or one bare number of
-/// seconds. Units: `ms`/`msec`/`millisecond(s)`, `s`/`sec`/`second(s)`, `m`/`min`/`minute(s)`,
-/// `h`/`hr`/`hour(s)`, `d`/`day(s)`, any case. Negative or non-finite amounts are refused.
+/// Parse `text`: one or more `<number>[ ]<unit>` amounts (summed), the last of which may be a
+/// clock `H:MM:SS[.fraction]` (after days, a comma may follow them: `1 day, 2:03:04`), or one
+/// bare number of seconds. Units: `ms`/`msec`/`millisecond(s)`, `s`/`sec`/`second(s)`,
+/// `m`/`min`/`minute(s)`, `h`/`hr`/`hour(s)`, `d`/`day(s)`, any case. Negative or non-finite
+/// amounts are refused, and so is `M:SS`, which Postgres and Django read differently.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let error = || DurationError(text.to_owned());
     let mut rest = text.trim();
@@ -36,7 +45,13 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().map_err(|_| error())?;
+        let number_text = &rest[..number_len];
+        if rest[number_len..].starts_with(':') {
+            let seconds = clock(rest).ok_or_else(error)?;
+            let amount = seconds_to_duration(seconds).ok_or_else(error)?;
+            return total.checked_add(amount).ok_or_else(error);
+        }
+        let number: f64 = number_text.parse().map_err(|_| error())?;
         rest = rest[number_len..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
@@ -48,13 +63,46 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
             "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
             "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
             "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
+            "d" | "day" | "days" => {
+                // `1 day, 2:03:04`, as Python prints a timedelta.
+                if let Some(after) = rest.strip_prefix(',') {
+                    rest = after.trim_start();
+                    if !rest.contains(':') {
+                        return Err(error());
+                    }
+                }
+                86400.0
+            }
             _ => return Err(error()),
         };
         let amount = seconds_to_duration(number * scale).ok_or_else(error)?;
         total = total.checked_add(amount).ok_or_else(error)?;
     }
     Ok(total)
+}
+
+/// `H:MM:SS[.fraction]`, the whole of `text`, in seconds.
+fn clock(text: &str) -> Option<f64> {
+    let mut parts = text.trim_end().split(':');
+    let (hours, minutes, seconds) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, "0"));
+    if parts.next().is_some()
+        || !digits(hours)
+        || minutes.len() != 2
+        || !digits(minutes)
+        || whole.len() != 2
+        || !digits(whole)
+        || !digits(fraction)
+    {
+        return None;
+    }
+    let (minutes, whole): (f64, f64) = (minutes.parse().ok()?, whole.parse().ok()?);
+    if minutes >= 60.0 || whole >= 60.0 {
+        return None;
+    }
+    let fraction: f64 = format!("0.{fraction}").parse().ok()?;
+    Some(hours.parse::<f64>().ok()? * 3600.0 + minutes * 60.0 + whole + fraction)
 }
 
 fn seconds_to_duration(seconds: f64) -> Option<Duration> {
@@ -95,6 +143,11 @@ mod tests {
         ok("1 DAY", 86_400_000);
         ok(" 5 seconds ", 5_000);
         ok("0", 0);
+        ok("0:00:05", 5_000);
+        ok("1:02:03.25", 3_723_250);
+        ok("1 day, 2:03:04", 93_784_000);
+        ok("3 days 0:00:00", 259_200_000);
+        ok("1h 0:00:01", 3_601_000);
     }
 
     #[test]
@@ -112,6 +165,14 @@ mod tests {
             "1e400",
             "5 s x",
             "1,5s",
+            "1:30",
+            "0:60:00",
+            "0:00:5",
+            "1:00:00 5s",
+            "1 day,",
+            "1 h, 0:00:01",
+            ":00:00",
+            "0:00:00.",
         ] {
             assert_eq!(parse(text), Err(DurationError(text.to_owned())), "{text:?}");
         }
@@ -141,6 +202,8 @@ mod tests {
         fn whole_seconds_round_trip(seconds in 0u64..10_000_000) {
             prop_assert_eq!(parse(&format!("{seconds}s")), Ok(Duration::from_secs(seconds)));
             prop_assert_eq!(parse(&seconds.to_string()), Ok(Duration::from_secs(seconds)));
+            // What the listing prints reads back.
+            prop_assert_eq!(parse(&format(Duration::from_secs(seconds))), Ok(Duration::from_secs(seconds)));
         }
     }
 }

@@ -4,6 +4,7 @@
 mod args;
 mod attributes;
 mod config;
+mod connect;
 mod duration;
 mod filters;
 mod kill;
@@ -13,19 +14,14 @@ mod tree;
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::str::FromStr as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use clap::Parser as _;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection as _, PgConnection};
+use clap::{CommandFactory as _, Parser as _};
+use sqlx::PgConnection;
 
 use crate::attributes::{Row, Value};
 use crate::config::Settings;
 use crate::render::Style;
-
-/// How long connecting may take before the command gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What ends the command early.
 #[derive(Debug)]
@@ -70,7 +66,13 @@ impl From<std::io::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let options = args::Cli::parse().into_options();
+    let cli = args::Cli::parse();
+    if let Some(args::Command::Completions { shell }) = cli.command {
+        let mut command = args::Cli::command();
+        clap_complete::generate(shell, &mut command, "pglock", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let options = cli.into_options();
     let outcome = config::load(options.config_file.as_deref())
         .and_then(|file| config::resolve(options, file, std::env::var("DATABASE_URL").ok()))
         .map_err(Failure::Error)
@@ -85,6 +87,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(Failure::ReaderGone) => ExitCode::SUCCESS,
         Err(Failure::Error(message)) => {
+            // Whatever the message came from, no password it could hold is shown.
+            let message = connect::scrub(&message);
             eprintln!("pglock: {}", message.replace(['\n', '\r'], " "));
             ExitCode::FAILURE
         }
@@ -92,12 +96,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: &Settings) -> Result<ExitCode, Failure> {
-    let mut conn = connect(&settings.database_url).await?;
+    let target = connect::resolve(settings.database_url.as_deref())?;
+    let mut conn = connect::connect(&target).await?;
     check_pids(&mut conn, &settings.pids).await?;
     if let Some(signal) = settings.signal {
         return kill::run(&mut conn, settings, signal).await;
     }
-    let style = Style::for_stdout();
+    let style = Style {
+        colour: colour_on_stdout(),
+        ..Style::for_stdout()
+    };
     let Some(every) = settings.watch else {
         let frame = frame(&mut conn, settings, style).await?;
         write_out(&frame)?;
@@ -132,59 +140,14 @@ fn write_out(text: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Connect, naming the session `pglock` in `pg_stat_activity`.
-async fn connect(url: &str) -> Result<PgConnection, Failure> {
-    let shown = redact(url);
-    // sqlx reads any scheme as Postgres; a MySQL URL would fail later, and less clearly.
-    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-    if !matches!(scheme, Some("postgres" | "postgresql")) {
-        return Err(format!(
-            "bad database URL {shown}: expected postgres://[user[:password]@]host[:port]/database"
-        )
-        .into());
-    }
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|error| format!("bad database URL {shown}: {error}"))?
-        .application_name("pglock");
-    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(error)) => Err(format!("cannot connect to {shown}: {error}").into()),
-        Err(_) => Err(format!(
-            "cannot connect to {shown}: no answer within {}s",
-            CONNECT_TIMEOUT.as_secs()
-        )
-        .into()),
-    }
-}
-
-/// `url` without its password (in the user info, or a `password` parameter).
-fn redact(url: &str) -> String {
-    let url = match url.split_once('?') {
-        Some((base, params)) => {
-            let params: Vec<String> = params
-                .split('&')
-                .map(|param| match param.split_once('=') {
-                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                    _ => param.to_owned(),
-                })
-                .collect();
-            format!("{base}?{}", params.join("&"))
-        }
-        None => url.to_owned(),
-    };
-    let url = url.as_str();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+/// Whether stdout gets colour, as clap decides for `--help` (anstream): never with `NO_COLOR`;
+/// always with `CLICOLOR_FORCE`; else not with `CLICOLOR=0`, and only on a terminal whose `TERM`
+/// is not `dumb`.
+fn colour_on_stdout() -> bool {
+    !matches!(
+        anstream::AutoStream::choice(&std::io::stdout()),
+        anstream::ColorChoice::Never
+    )
 }
 
 /// Fail on a pid no backend has (0 stands for prepared transactions and is allowed).
@@ -280,24 +243,5 @@ fn json_text(value: &serde_json::Value, style: Style) -> String {
         serde_json::to_string_pretty(value).unwrap_or_default()
     } else {
         value.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_not_shown() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5/db"),
-            "postgres://u:***@h:5/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact("postgres://h/db?sslmode=a&password=x"),
-            "postgres://h/db?sslmode=a&password=***"
-        );
-        assert_eq!(redact("not a url"), "not a url");
     }
 }

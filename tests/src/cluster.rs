@@ -31,12 +31,14 @@ pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many ports to try when the one we picked was taken in the meantime.
 const START_ATTEMPTS: u32 = 5;
 
-/// Settings that make a disposable cluster fast, plus room for many parallel tests.
+/// Settings that make a disposable cluster fast, plus room for many parallel tests, and TLS
+/// (with the certificates [`crate::tls`] puts in the data directory).
 pub(crate) const SERVER_SETTINGS: &[&str] = &[
     "fsync=off",
     "synchronous_commit=off",
     "full_page_writes=off",
     "max_connections=300",
+    "ssl=on",
 ];
 
 /// Waits for the test runner (`$1`) to exit, then stops the postmaster found in
@@ -66,11 +68,7 @@ rm -rf "$dir" "$lock"
 ///
 /// When the cluster cannot be started, with the failing command and the server log's tail.
 pub(crate) fn shared_url() -> String {
-    let runner = match std::os::unix::process::parent_id() {
-        // Orphaned (the runner died, or there is none): a cluster of our own, reaped after us.
-        1 => std::process::id(),
-        parent => parent,
-    };
+    let runner = runner();
     let user = run_as();
     let paths = Paths::new(runner, user.as_ref());
 
@@ -90,6 +88,21 @@ pub(crate) fn shared_url() -> String {
     }
     remove_stale(&paths);
     start(&paths, runner, &identity, user.as_ref())
+}
+
+/// The test runner the shared cluster belongs to.
+fn runner() -> u32 {
+    match std::os::unix::process::parent_id() {
+        // Orphaned (the runner died, or there is none): a cluster of our own, reaped after us.
+        1 => std::process::id(),
+        parent => parent,
+    }
+}
+
+/// The certificate authority's certificate of this run's shared cluster (which
+/// [`shared_url`] starts).
+pub(crate) fn shared_ca() -> PathBuf {
+    crate::tls::ca_file(&Paths::new(runner(), run_as().as_ref()))
 }
 
 /// The files of one run's cluster.
@@ -324,7 +337,8 @@ pub(crate) fn server_command(
 /// password put a role of theirs in it.
 pub const PASSWORD_REQUIRED_ROLE: &str = "pglock_password_required";
 
-/// `initdb` with trust auth (except for members of [`PASSWORD_REQUIRED_ROLE`]) and no fsync.
+/// `initdb` with trust auth (except for members of [`PASSWORD_REQUIRED_ROLE`] and
+/// [`crate::TLS_REQUIRED_ROLE`]) and no fsync, and TLS certificates.
 pub(crate) fn initdb(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>) {
     let mut command = server_command(binaries, "initdb", paths, user);
     command.arg("-D").arg(&paths.data).args([
@@ -354,6 +368,8 @@ pub(crate) fn initdb(binaries: &Binaries, paths: &Paths, user: Option<&RunAs>) {
         );
     }
     require_passwords(&paths.data.join("pg_hba.conf"));
+    crate::tls::require_tls(&paths.data.join("pg_hba.conf"));
+    crate::tls::install_certificates(paths, user);
 }
 
 /// Put lines first in `pg_hba.conf` that ask members of [`PASSWORD_REQUIRED_ROLE`] for a

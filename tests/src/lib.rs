@@ -24,7 +24,10 @@
 //! else on `PATH`, else in Debian's `/usr/lib/postgresql/<version>/bin` (highest version).
 //! When running as root, the cluster runs as the `postgres` user (or `nobody`), because `initdb`
 //! refuses to run as root. It trusts every role except members of [`PASSWORD_REQUIRED_ROLE`],
-//! who must give their password (so that a test can try a wrong one).
+//! who must give their password (so that a test can try a wrong one), and members of
+//! [`TLS_REQUIRED_ROLE`], who must give it over TLS. TLS is on (`ssl = on`), with a server
+//! certificate for `127.0.0.1`, `::1` and `localhost` signed by a throwaway authority whose
+//! certificate [`server_ca_certificate`] names.
 //!
 //! # A server of a test's own
 //!
@@ -64,6 +67,7 @@ mod private;
 mod probe;
 pub mod proxy;
 mod standby;
+mod tls;
 mod user;
 
 use std::sync::OnceLock;
@@ -72,6 +76,8 @@ pub use cluster::PASSWORD_REQUIRED_ROLE;
 pub use db::TestDb;
 pub use private::{KEEPALIVE_NOTICE, PrivateCluster, SHORT_KEEPALIVES};
 pub use standby::Standby;
+pub use private::PrivateCluster;
+pub use tls::TLS_REQUIRED_ROLE;
 
 /// The environment variable naming an existing server to test against instead of a throwaway
 /// cluster.
@@ -96,6 +102,20 @@ pub fn server_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| external_url().unwrap_or_else(cluster::shared_url))
         .clone()
+}
+
+/// The certificate of the authority that signed the throwaway cluster's server certificate, to
+/// verify the server with (`sslrootcert`); starts the cluster if needed. `None` when the tests
+/// run against `DATABASE_URL`'s server, whose TLS is its own business (a test that needs TLS
+/// then takes a [`PrivateCluster`], see [`PrivateCluster::ca_certificate`]).
+///
+/// This blocks while the cluster starts, as [`server_url`] does.
+pub fn server_ca_certificate() -> Option<std::path::PathBuf> {
+    if external_url().is_some() {
+        return None;
+    }
+    server_url();
+    Some(cluster::shared_ca())
 }
 
 /// `DATABASE_URL`, if it is set and not empty.

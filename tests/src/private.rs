@@ -143,6 +143,12 @@ impl PrivateCluster {
         lock(&self.server).paths.data.clone()
     }
 
+    /// The certificate of the authority that signed the server's TLS certificate (for
+    /// `sslrootcert`); TLS is on, as on the shared cluster (see the crate docs).
+    pub fn ca_certificate(&self) -> std::path::PathBuf {
+        crate::tls::ca_file(&lock(&self.server).paths)
+    }
+
     /// Whether the server process is running (started and not stopped since).
     pub fn is_running(&self) -> bool {
         lock(&self.server).child.is_some()

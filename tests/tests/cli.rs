@@ -30,7 +30,7 @@ fn binary() -> &'static Path {
     BINARY.get_or_init(|| {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(&cargo)
+        let output = without_crate_variables(Command::new(&cargo))
             .args(["build", "--workspace", "--tests", "--bin", "pglock"])
             .arg("--message-format=json-render-diagnostics")
             .current_dir(workspace)
@@ -60,6 +60,34 @@ fn binary() -> &'static Path {
             })
             .unwrap_or_else(|| panic!("cargo named no pglock executable in:\n{stdout}"))
     })
+}
+
+/// `command` without the variables cargo sets for the crate under test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`, ...). Some build scripts (ring's) rerun when those change, so a cargo run
+/// from a test would otherwise rebuild ring and everything above it (minutes) on every run, and
+/// again for the next build from a shell.
+fn without_crate_variables(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_crate = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&name.as_ref())
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_");
+        if per_crate {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
 }
 
 /// A directory of its own, to run the command in (no `pglock.toml` unless a test writes one).
