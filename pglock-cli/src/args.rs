@@ -12,6 +12,7 @@ Examples:
   pglock -o orders -f granted=false       who waits for a lock on `orders`
   pglock --blocking                       each wait with the backend blocking it
   pglock tree                             the blocking tree, root blockers first
+  pglock top                              live tree and locks; select, terminate, cancel
   pglock --advisory nightly-report        who holds the advisory lock \"nightly-report\"
   pglock --blocking --terminate           end the blockers (asks first; -y does not)
   pglock -f 'activity__duration__gt=5 minutes' --cancel -y
@@ -70,6 +71,13 @@ pub enum Command {
         /// Only the trees these backends are in.
         #[arg(value_name = "PID", allow_negative_numbers = true)]
         pids: Vec<i32>,
+    },
+    /// A live view of the blocking tree and the locks: select sessions, terminate or cancel
+    /// them (press ? in it for the keys).
+    Top {
+        /// Refresh every SECONDS (30, 1.5s, 500ms...).
+        #[arg(long, value_name = "SECONDS", default_value = "2")]
+        interval: String,
     },
 }
 
@@ -152,6 +160,14 @@ pub struct Options {
 }
 
 impl Cli {
+    /// `pglock top`'s refresh interval, as typed, when that is the command.
+    pub fn top(&self) -> Option<String> {
+        match &self.command {
+            Some(Command::Top { interval }) => Some(interval.clone()),
+            _ => None,
+        }
+    }
+
     /// The options, with `tree` turned into `--tree`.
     pub fn into_options(self) -> Options {
         match self.command {
@@ -161,7 +177,7 @@ impl Cli {
                 options.tree = true;
                 options
             }
-            None => self.options,
+            Some(Command::Top { .. }) | None => self.options,
         }
     }
 }

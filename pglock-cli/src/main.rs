@@ -7,6 +7,7 @@ mod config;
 mod duration;
 mod filters;
 mod kill;
+mod live;
 mod query;
 mod render;
 mod tree;
@@ -70,16 +71,19 @@ impl From<std::io::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let options = args::Cli::parse().into_options();
+    let cli = args::Cli::parse();
+    let top = cli.top();
+    let options = cli.into_options();
     let outcome = config::load(options.config_file.as_deref())
         .and_then(|file| config::resolve(options, file, std::env::var("DATABASE_URL").ok()))
+        .and_then(|settings| Ok((live::interval(top.as_deref(), &settings)?, settings)))
         .map_err(Failure::Error)
-        .and_then(|settings| {
+        .and_then(|(top, settings)| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|error| Failure::Error(format!("cannot start the runtime: {error}")))?
-                .block_on(run(&settings))
+                .block_on(run(&settings, top))
         });
     match outcome {
         Ok(code) => code,
@@ -91,9 +95,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: &Settings) -> Result<ExitCode, Failure> {
+async fn run(settings: &Settings, top: Option<Duration>) -> Result<ExitCode, Failure> {
     let mut conn = connect(&settings.database_url).await?;
     check_pids(&mut conn, &settings.pids).await?;
+    if let Some(interval) = top {
+        return live::run(conn, settings, interval).await;
+    }
     if let Some(signal) = settings.signal {
         return kill::run(&mut conn, settings, signal).await;
     }
