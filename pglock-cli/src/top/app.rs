@@ -59,7 +59,10 @@ pub enum Mode {
     Filter,
     Help,
     /// Asking before signalling these sessions.
-    Confirm { signal: Signal, sessions: Vec<Session> },
+    Confirm {
+        signal: Signal,
+        sessions: Vec<Session>,
+    },
 }
 
 /// What the caller must do after a key.
@@ -68,7 +71,10 @@ pub enum Command {
     /// Read a new snapshot now.
     Refresh,
     /// Signal these backends (confirmed), then report with [`App::signalled`].
-    Signal { signal: Signal, pids: Vec<i32> },
+    Signal {
+        signal: Signal,
+        pids: Vec<i32>,
+    },
     Quit,
 }
 
@@ -88,6 +94,8 @@ pub struct App {
     filter: String,
     mode: Mode,
     paused: bool,
+    /// Show the locks that only repeat another row (see [`LockRow::repeats`]).
+    all_locks: bool,
     message: Option<String>,
 }
 
@@ -109,6 +117,7 @@ impl App {
             filter: String::new(),
             mode: Mode::Browse,
             paused: false,
+            all_locks: false,
             message: None,
         }
     }
@@ -136,6 +145,9 @@ impl App {
     }
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
+    }
+    pub fn all_locks(&self) -> bool {
+        self.all_locks
     }
     pub fn tagged(&self) -> &BTreeSet<i32> {
         &self.tagged
@@ -229,6 +241,7 @@ impl App {
             .snapshot
             .locks
             .iter()
+            .filter(|row| self.all_locks || !row.repeats())
             .filter(|row| needle.is_empty() || self.lock_row_matches(row, &needle))
             .collect();
         let duration = |row: &LockRow| {
@@ -373,6 +386,10 @@ impl App {
                 self.clamp();
             }
             KeyCode::Char('/') => self.mode = Mode::Filter,
+            KeyCode::Char('a') => {
+                self.all_locks = !self.all_locks;
+                self.clamp();
+            }
             KeyCode::Char('p') => {
                 self.paused = !self.paused;
                 if !self.paused {
@@ -558,7 +575,11 @@ mod tests {
         assert_eq!(app.mode(), &Mode::Browse);
         app.on_key(key(KeyCode::Home));
         app.on_key(ch('K'));
-        assert_eq!(app.mode(), &Mode::Browse, "prepared transactions have no session");
+        assert_eq!(
+            app.mode(),
+            &Mode::Browse,
+            "prepared transactions have no session"
+        );
     }
 
     #[test]
@@ -586,6 +607,42 @@ mod tests {
         snapshot.tree.retain(|row| row.pid != 12);
         app.update(snapshot);
         assert_eq!(app.pid_at(Pane::Tree), Some(21));
+    }
+
+    #[test]
+    fn own_transaction_id_locks_show_only_on_a() {
+        let mut app = app();
+        let mut snapshot = app.snapshot().clone();
+        let lock = |pid, lock_type: &str, granted| LockRow {
+            pid,
+            lock_type: lock_type.to_owned(),
+            mode: "EXCLUSIVE".to_owned(),
+            granted,
+            target: String::new(),
+            waited: None,
+        };
+        snapshot.locks = vec![
+            lock(10, "VIRTUALXID", true),
+            lock(10, "TRANSACTIONID", true),
+            lock(11, "TRANSACTIONID", false),
+            lock(10, "RELATION", true),
+        ];
+        app.update(snapshot);
+        let shown = |app: &App| {
+            app.lock_rows()
+                .iter()
+                .map(|row| (row.pid, row.lock_type.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(&app),
+            [
+                (11, "TRANSACTIONID".to_owned()),
+                (10, "RELATION".to_owned())
+            ]
+        );
+        app.on_key(ch('a'));
+        assert_eq!(shown(&app).len(), 4);
     }
 
     #[test]

@@ -68,6 +68,15 @@ pub struct LockRow {
     pub waited: Option<Duration>,
 }
 
+impl LockRow {
+    /// Whether the row only repeats what the backend's other rows say: the lock every
+    /// transaction holds on its own virtual transaction id, or on its transaction id. A wait for
+    /// another transaction's id (a row lock's) is not one of them.
+    pub fn repeats(&self) -> bool {
+        self.granted && matches!(self.lock_type.as_str(), "VIRTUALXID" | "TRANSACTIONID")
+    }
+}
+
 /// Everything one refresh read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -239,7 +248,16 @@ fn walk(
             "├─ "
         };
         let prefix = format!("{inherited}{branch}");
-        walk(child, depth + 1, &prefix, path, blocked, waits, counts, rows);
+        walk(
+            child,
+            depth + 1,
+            &prefix,
+            path,
+            blocked,
+            waits,
+            counts,
+            rows,
+        );
     }
     path.pop();
 }

@@ -84,7 +84,10 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
         Constraint::Length(1),
     ])
     .areas(area);
-    frame.render_widget(Paragraph::new(header_line(app)).style(theme.title()), header);
+    frame.render_widget(
+        Paragraph::new(header_line(app)).style(theme.title()),
+        header,
+    );
     draw_tree(frame, app, theme, tree);
     draw_locks(frame, app, theme, locks);
     frame.render_widget(Paragraph::new(status_line(app)), status);
@@ -172,7 +175,10 @@ fn draw_tree(frame: &mut Frame, app: &App, theme: Theme, area: Rect) {
                     rest.push("deadlock: already above".to_owned());
                 }
                 if let Some(waits) = &row.waits_for {
-                    let waited = row.waited.map(|d| format!(" {}", clock(d))).unwrap_or_default();
+                    let waited = row
+                        .waited
+                        .map(|d| format!(" {}", clock(d)))
+                        .unwrap_or_default();
                     rest.push(format!("waits{waited} for {waits}"));
                 }
                 match sessions.get(&row.pid) {
@@ -228,10 +234,15 @@ fn draw_locks(frame: &mut Frame, app: &App, theme: Theme, area: Rect) {
     let focused = app.pane() == Pane::Locks;
     let (sort, reverse) = app.sort();
     let title = format!(
-        "Locks ({}) · sorted by {}{}",
+        "Locks ({}) · sorted by {}{} · {}",
         rows.len(),
         sort.name(),
-        if reverse { ", reversed" } else { "" }
+        if reverse { ", reversed" } else { "" },
+        if app.all_locks() {
+            "all (a hides own transaction ids)"
+        } else {
+            "own transaction ids hidden (a shows them)"
+        }
     );
     let sessions = &app.snapshot().sessions;
     let lines: Vec<Row> = rows
@@ -271,8 +282,10 @@ fn draw_locks(frame: &mut Frame, app: &App, theme: Theme, area: Rect) {
             .style(style)
         })
         .collect();
-    let header = Row::new(["pid", "type", "mode", "state", "target", "duration", "query"])
-        .style(theme.title());
+    let header = Row::new([
+        "pid", "type", "mode", "state", "target", "duration", "query",
+    ])
+    .style(theme.title());
     let widths = [
         Constraint::Length(8),
         Constraint::Length(13),
@@ -309,10 +322,20 @@ const HELP: &[(&str, &str)] = &[
     ("↑ ↓ j k", "move the cursor (PgUp PgDn Home End too)"),
     ("Tab", "switch between the tree and the lock list"),
     ("space", "tag or untag the session under the cursor"),
-    ("K", "terminate the tagged sessions (or the one under the cursor)"),
+    (
+        "K",
+        "terminate the tagged sessions (or the one under the cursor)",
+    ),
     ("C", "cancel their current queries instead"),
     ("s / S", "sort the lock list by the next key / reverse it"),
-    ("/", "filter: pid, application, user, state, query, mode, target"),
+    (
+        "/",
+        "filter: pid, application, user, state, query, mode, target",
+    ),
+    (
+        "a",
+        "show or hide each session's locks on its own transaction ids",
+    ),
     ("p", "pause or resume the refresh"),
     ("r", "refresh now"),
     ("Esc", "clear the tags, the filter and the message"),
@@ -359,11 +382,7 @@ fn draw_confirm(frame: &mut Frame, area: Rect, verb: &str, sessions: &[Session],
         "y: yes, signal them   n or Esc: no",
         theme.title(),
     ));
-    let popup = centred(
-        area,
-        area.width.saturating_sub(4),
-        lines.len() as u16 + 2,
-    );
+    let popup = centred(area, area.width.saturating_sub(4), lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
     let title = format!(" {verb} {} {noun}? ", sessions.len());
     frame.render_widget(
