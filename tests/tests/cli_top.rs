@@ -202,7 +202,7 @@ async fn the_view_shows_the_tree_selects_confirms_and_kills_real_sessions() {
     );
     let command = app.on_key(key('y')).expect("y confirms");
     assert!(top::execute(&mut conn, &source, &mut app, command).await);
-    let (result, _) = tokio::time::timeout(PATIENCE, &mut chain.update)
+    let (result, _update_session) = tokio::time::timeout(PATIENCE, &mut chain.update)
         .await
         .expect("the UPDATE is cancelled")
         .unwrap();
@@ -503,21 +503,53 @@ async fn in_a_real_terminal_it_shows_the_tree_takes_keys_and_gives_the_terminal_
     assert!(backend_exists(chain.db.pool(), chain.alter_pid).await);
 }
 
+/// Whether `screen` (captured with its escape sequences) sets a foreground colour.
+fn coloured(screen: &str) -> bool {
+    ["[31m", "[33m", "[36m", ";31m", ";33m", ";36m"]
+        .iter()
+        .any(|code| screen.contains(code))
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn quitting_with_ctrl_c_and_a_small_terminal_are_handled() {
+async fn no_color_a_shrinking_terminal_and_ctrl_c_are_handled() {
     let chain = chain().await;
     let binary = command::binary().to_owned();
-    let tmux = Tmux::start(40, 10);
+    let tmux = Tmux::start(120, 40);
+    // The same view in colour first, to show the check below can fail.
     tmux.type_text(&format!(
-        "'{}' top -d '{}'; echo exit=$?",
+        "'{}' top -d '{}'",
         binary.display(),
         chain.db.url()
     ));
     tmux.keys(&["Enter"]);
+    let holder = format!("{} blocks 2", chain.holder_pid);
+    tmux.until("the tree", |screen| screen.contains(&holder))
+        .await;
+    let screen = tmux.run(&["capture-pane", "-p", "-e", "-t", "top"]);
+    assert!(coloured(&screen), "no colour without NO_COLOR:\n{screen}");
+    tmux.type_text("q");
+    tmux.until("the shell back", |screen| !screen.contains(&holder))
+        .await;
+
+    tmux.type_text(&format!(
+        "NO_COLOR=1 '{}' top -d '{}'; echo exit=$?",
+        binary.display(),
+        chain.db.url()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.until("the tree", |screen| screen.contains(&holder))
+        .await;
+    let screen = tmux.run(&["capture-pane", "-p", "-e", "-t", "top"]);
+    assert!(!coloured(&screen), "colour with NO_COLOR:\n{screen}");
+    // Shrunk below the minimum: a message, and the view back when it grows again.
+    tmux.run(&["resize-window", "-t", "top", "-x", "40", "-y", "10"]);
     tmux.until("the size message", |screen| {
         screen.contains("pglock top needs")
     })
     .await;
+    tmux.run(&["resize-window", "-t", "top", "-x", "120", "-y", "40"]);
+    tmux.until("the tree again", |screen| screen.contains(&holder))
+        .await;
     tmux.keys(&["C-c"]);
     let screen = tmux
         .until("the exit", |screen| {
@@ -526,5 +558,6 @@ async fn quitting_with_ctrl_c_and_a_small_terminal_are_handled() {
         .await;
     assert!(screen.lines().any(|line| line == "exit=0"), "{screen}");
     assert!(!tmux.alternate_screen(), "{screen}");
+    assert!(backend_exists(chain.db.pool(), chain.holder_pid).await);
     drop(chain.holder);
 }

@@ -406,3 +406,96 @@ fn time_of_day(time: SystemTime) -> String {
         % 86_400;
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    use super::*;
+    use crate::top::snapshot::{Edge, Snapshot, tree_rows};
+
+    fn app() -> App {
+        let mut snapshot = Snapshot {
+            tree: tree_rows(vec![Edge {
+                waiter: 2,
+                blocker: 1,
+                waits_for: "ACCESS_EXCLUSIVE on public.t".to_owned(),
+                waited: Some(Duration::from_secs(65)),
+            }]),
+            ..Snapshot::default()
+        };
+        for pid in [1, 2] {
+            snapshot.sessions.insert(
+                pid,
+                Session {
+                    pid,
+                    query: format!("query of {pid}"),
+                    ..Session::default()
+                },
+            );
+        }
+        let mut app = App::new(99, Duration::from_secs(2));
+        app.update(snapshot);
+        app
+    }
+
+    fn text(app: &App, theme: Theme, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|frame| draw(frame, app, theme)).unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..height)
+            .map(|y| {
+                (0..width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_small_terminal_gets_a_message_not_a_panic() {
+        for (width, height) in [(59, 40), (120, 14), (1, 1), (0, 0)] {
+            let screen = text(&app(), Theme { colour: true }, width, height);
+            if width >= 20 {
+                assert!(screen.contains("needs"), "{width}x{height}: {screen}");
+            }
+        }
+        let screen = text(&app(), Theme { colour: true }, 60, 15);
+        assert!(screen.contains("1 blocks 1"), "{screen}");
+    }
+
+    #[test]
+    fn the_tree_shows_waits_and_the_help_opens_on_a_question_mark() {
+        let mut app = app();
+        let screen = text(&app, Theme { colour: false }, 100, 30);
+        assert!(
+            screen
+                .contains("└─ 2 · waits 0:01:05 for ACCESS_EXCLUSIVE on public.t · - · query of 2"),
+            "{screen}"
+        );
+        app.on_key(KeyEvent::new(KeyCode::Char('?'), KeyModifiers::NONE));
+        let screen = text(&app, Theme { colour: false }, 100, 30);
+        assert!(screen.contains("Any key closes this help."), "{screen}");
+    }
+
+    #[test]
+    fn without_colour_only_modifiers_are_used() {
+        let theme = Theme { colour: false };
+        for style in [
+            theme.root(),
+            theme.waiting(),
+            theme.tagged(),
+            theme.cursor(),
+        ] {
+            assert_eq!(style.fg, None);
+            assert_eq!(style.bg, None);
+        }
+        assert_eq!(Theme { colour: true }.root().fg, Some(Color::Red));
+        assert_eq!(clock(Duration::from_secs(3723)), "1:02:03");
+    }
+}
