@@ -162,15 +162,26 @@ pub struct Edge {
     pub waited: Option<Duration>,
 }
 
-/// The blocking forest as drawn: each root (a blocker that waits for nothing, most sessions
-/// held up first), then what it blocks, depth first. A cycle (a deadlock before Postgres breaks
-/// it) has no such root: its smallest pid stands in, and the branch stops where it comes back.
+/// The blocking forest as drawn, each session once: each root (a blocker that waits for
+/// nothing, most sessions held up first), then what it blocks, depth first.
+///
+/// Blocking is a graph, not a tree: sessions queued for one lock are each blocked by the holder
+/// and by every one queued before them. Drawing every path would repeat a queue of n waiters
+/// 2^n times, so each waiter is drawn once, under one of its blockers: one that waits for
+/// nothing if it has one (the holder), else the smallest pid. `blocks` still counts everything
+/// a session holds up, directly or not. A cycle (a deadlock before Postgres breaks it) has no
+/// root: its smallest pid stands in, and the branch stops where it comes back.
 pub fn tree_rows(edges: Vec<Edge>) -> Vec<TreeRow> {
     let mut blocked: BTreeMap<i32, BTreeSet<i32>> = BTreeMap::new();
+    let mut blockers: BTreeMap<i32, BTreeSet<i32>> = BTreeMap::new();
     let mut waits: HashMap<i32, &Edge> = HashMap::new();
     for edge in &edges {
         blocked.entry(edge.blocker).or_default().insert(edge.waiter);
         blocked.entry(edge.waiter).or_default();
+        blockers
+            .entry(edge.waiter)
+            .or_default()
+            .insert(edge.blocker);
         waits.entry(edge.waiter).or_insert(edge);
     }
     let reach = |pid: i32| {
@@ -183,83 +194,89 @@ pub fn tree_rows(edges: Vec<Edge>) -> Vec<TreeRow> {
         }
         seen
     };
+    let counts: HashMap<i32, usize> = blocked
+        .keys()
+        .map(|&pid| (pid, reach(pid).len() - 1))
+        .collect();
+    // Where each waiter is drawn.
+    let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for (&waiter, of) in &blockers {
+        let parent = of
+            .iter()
+            .copied()
+            .find(|blocker| !waits.contains_key(blocker))
+            .or_else(|| of.first().copied());
+        if let Some(parent) = parent {
+            children.entry(parent).or_default().push(waiter);
+        }
+    }
     let mut roots: Vec<i32> = blocked
         .keys()
         .copied()
         .filter(|pid| !waits.contains_key(pid))
         .collect();
-    let mut reached: BTreeSet<i32> = roots.iter().flat_map(|&root| reach(root)).collect();
-    while let Some(&pid) = blocked.keys().find(|pid| !reached.contains(pid)) {
-        roots.push(pid);
-        reached.extend(reach(pid));
-    }
-    let counts: HashMap<i32, usize> = blocked
-        .keys()
-        .map(|&pid| (pid, reach(pid).len() - 1))
-        .collect();
     roots.sort_by_key(|root| (std::cmp::Reverse(counts[root]), *root));
 
-    let mut rows = Vec::new();
+    let mut walk = Walk {
+        children: &children,
+        waits: &waits,
+        counts: &counts,
+        drawn: BTreeSet::new(),
+        rows: Vec::new(),
+    };
     for root in roots {
-        let mut path = Vec::new();
-        walk(root, 0, "", &mut path, &blocked, &waits, &counts, &mut rows);
+        walk.visit(root, 0, "");
     }
-    // Roots stand for trees: mark them after the walk (a cycle's stand-in waits too).
+    // What no root reaches is in a cycle: its smallest pid stands in.
+    while let Some(&pid) = blocked.keys().find(|pid| !walk.drawn.contains(pid)) {
+        walk.visit(pid, 0, "");
+    }
+    let mut rows = walk.rows;
     for row in &mut rows {
         row.root = row.depth == 0;
     }
     rows
 }
 
-#[allow(clippy::too_many_arguments)] // a recursive walk: the tables it reads, and where it is
-fn walk(
-    pid: i32,
-    depth: usize,
-    prefix: &str,
-    path: &mut Vec<i32>,
-    blocked: &BTreeMap<i32, BTreeSet<i32>>,
-    waits: &HashMap<i32, &Edge>,
-    counts: &HashMap<i32, usize>,
-    rows: &mut Vec<TreeRow>,
-) {
-    let cycle = path.contains(&pid);
-    let edge = waits.get(&pid);
-    rows.push(TreeRow {
-        pid,
-        depth,
-        prefix: prefix.to_owned(),
-        blocks: counts.get(&pid).copied().unwrap_or(0),
-        root: false,
-        cycle,
-        waits_for: edge.map(|edge| edge.waits_for.clone()),
-        waited: edge.and_then(|edge| edge.waited),
-    });
-    if cycle {
-        return;
+/// Drawing the forest depth first.
+struct Walk<'a> {
+    children: &'a BTreeMap<i32, Vec<i32>>,
+    waits: &'a HashMap<i32, &'a Edge>,
+    counts: &'a HashMap<i32, usize>,
+    drawn: BTreeSet<i32>,
+    rows: Vec<TreeRow>,
+}
+
+impl Walk<'_> {
+    fn visit(&mut self, pid: i32, depth: usize, prefix: &str) {
+        // Each session has one place, so meeting it again means going round a cycle.
+        let cycle = !self.drawn.insert(pid);
+        let edge = self.waits.get(&pid);
+        self.rows.push(TreeRow {
+            pid,
+            depth,
+            prefix: prefix.to_owned(),
+            blocks: self.counts.get(&pid).copied().unwrap_or(0),
+            root: false,
+            cycle,
+            waits_for: edge.map(|edge| edge.waits_for.clone()),
+            waited: edge.and_then(|edge| edge.waited),
+        });
+        if cycle {
+            return;
+        }
+        let children = self.children.get(&pid).cloned().unwrap_or_default();
+        // The prefix of this row's children continues this row's branch line.
+        let inherited = prefix.replace("├─ ", "│  ").replace("└─ ", "   ");
+        for (i, &child) in children.iter().enumerate() {
+            let branch = if i + 1 == children.len() {
+                "└─ "
+            } else {
+                "├─ "
+            };
+            self.visit(child, depth + 1, &format!("{inherited}{branch}"));
+        }
     }
-    path.push(pid);
-    let children: Vec<i32> = blocked.get(&pid).into_iter().flatten().copied().collect();
-    // The prefix of this row's children continues this row's branch line.
-    let inherited = prefix.replace("├─ ", "│  ").replace("└─ ", "   ");
-    for (i, &child) in children.iter().enumerate() {
-        let branch = if i + 1 == children.len() {
-            "└─ "
-        } else {
-            "├─ "
-        };
-        let prefix = format!("{inherited}{branch}");
-        walk(
-            child,
-            depth + 1,
-            &prefix,
-            path,
-            blocked,
-            waits,
-            counts,
-            rows,
-        );
-    }
-    path.pop();
 }
 
 /// `ACCESS_EXCLUSIVE`, or `pg_locks`' name for a mode without one (`SIReadLock`).
@@ -346,6 +363,23 @@ mod tests {
         assert_eq!(drawn(&rows), ["1", "└─ 2", "   └─ 1"]);
         assert!(rows[2].cycle);
         assert!(rows[0].root);
+    }
+
+    #[test]
+    fn a_queue_is_drawn_once_under_its_holder() {
+        // 1 holds; 2..=20 queue for the same lock, each blocked by 1 and by all before it.
+        let mut edges = Vec::new();
+        for waiter in 2..=20 {
+            for blocker in 1..waiter {
+                edges.push(edge(waiter, blocker));
+            }
+        }
+        let rows = tree_rows(edges);
+        assert_eq!(rows.len(), 20);
+        assert_eq!((rows[0].pid, rows[0].blocks), (1, 19));
+        assert!(rows[1..].iter().all(|row| row.depth == 1));
+        // Queued first, it holds up the rest too.
+        assert_eq!(rows[1].blocks, 18);
     }
 
     #[test]
