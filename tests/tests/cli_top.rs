@@ -352,6 +352,13 @@ impl Tmux {
         tmux
     }
 
+    /// Wait for the shell's first prompt, so that nothing typed races its start.
+    async fn ready(self) -> Tmux {
+        self.until("the shell's prompt", |screen| screen.starts_with('$'))
+            .await;
+        self
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let output = Command::new("tmux")
             .arg("-L")
@@ -417,7 +424,7 @@ impl Drop for Tmux {
 async fn in_a_real_terminal_it_shows_the_tree_takes_keys_and_gives_the_terminal_back() {
     let chain = chain().await;
     let binary = command::binary().to_owned();
-    let tmux = Tmux::start(120, 40);
+    let tmux = Tmux::start(120, 40).ready().await;
     tmux.type_text("echo before-top");
     tmux.keys(&["Enter"]);
     tmux.until("the shell's output", |screen| {
@@ -503,18 +510,25 @@ async fn in_a_real_terminal_it_shows_the_tree_takes_keys_and_gives_the_terminal_
     assert!(backend_exists(chain.db.pool(), chain.alter_pid).await);
 }
 
-/// Whether `screen` (captured with its escape sequences) sets a foreground colour.
+/// Whether `screen` (captured with its escape sequences) sets a foreground colour: an SGR
+/// sequence with a parameter 30-38 or 90-97.
 fn coloured(screen: &str) -> bool {
-    ["[31m", "[33m", "[36m", ";31m", ";33m", ";36m"]
-        .iter()
-        .any(|code| screen.contains(code))
+    screen.split("\x1b[").skip(1).any(|sequence| {
+        sequence.split_once('m').is_some_and(|(params, _)| {
+            params.split(';').any(|param| {
+                param
+                    .parse::<u32>()
+                    .is_ok_and(|code| (30..=38).contains(&code) || (90..=97).contains(&code))
+            })
+        })
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_color_a_shrinking_terminal_and_ctrl_c_are_handled() {
     let chain = chain().await;
     let binary = command::binary().to_owned();
-    let tmux = Tmux::start(120, 40);
+    let tmux = Tmux::start(120, 40).ready().await;
     // The same view in colour first, to show the check below can fail.
     tmux.type_text(&format!(
         "'{}' top -d '{}'",
