@@ -224,6 +224,10 @@ impl Spread {
 /// What the `pglock top` row measured.
 pub struct TopRefresh {
     pub samples: Samples,
+    /// Of each refresh: the two queries and the snapshot built from their rows.
+    pub read: Samples,
+    /// Of each refresh: the state updated and the frame drawn.
+    pub view: Samples,
     /// Locks and tree rows in the last refresh.
     pub locks: usize,
     pub tree_rows: usize,
@@ -249,18 +253,25 @@ pub async fn top_refresh(url: &str, reps: usize) -> Res<TopRefresh> {
     }
     let mut terminal = Terminal::new(TestBackend::new(120, 40))?;
     let mut app = App::new(0, std::time::Duration::from_secs(2));
-    let mut samples = Samples::default();
+    let (mut samples, mut read, mut view) =
+        (Samples::default(), Samples::default(), Samples::default());
     for rep in 0..=reps {
         let start = Instant::now();
-        app.update(source.snapshot(&mut conn).await?);
+        let snapshot = source.snapshot(&mut conn).await?;
+        let drawing = Instant::now();
+        app.update(snapshot);
         terminal.draw(|frame| top::draw(frame, &app, Theme { colour: true }))?;
         if rep > 0 {
             samples.push(start.elapsed());
+            read.push(drawing - start);
+            view.push(drawing.elapsed());
         }
     }
     conn.close().await?;
     Ok(TopRefresh {
         samples,
+        read,
+        view,
         locks: app.snapshot().locks.len(),
         tree_rows: app.snapshot().tree.len(),
     })

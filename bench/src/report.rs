@@ -344,13 +344,15 @@ impl Report {
             outcome.tree_rows
         ));
         self.line("");
-        self.line("| refresh | runs | median ms | p90 ms |");
-        self.line("|---|--:|--:|--:|");
+        self.line("| refresh | runs | median ms | p90 ms | of which queries + snapshot, median ms | of which state + frame, median ms |");
+        self.line("|---|--:|--:|--:|--:|--:|");
         self.line(format!(
-            "| `pglock top` | {} | {:.1} | {:.1} |",
+            "| `pglock top` | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
             s.len(),
             s.median() / 1000.0,
-            s.p90() / 1000.0
+            s.p90() / 1000.0,
+            outcome.read.median() / 1000.0,
+            outcome.view.median() / 1000.0
         ));
         self.line("");
     }
