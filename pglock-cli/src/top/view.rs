@@ -245,8 +245,15 @@ fn draw_locks(frame: &mut Frame, app: &App, theme: Theme, area: Rect) {
         }
     );
     let sessions = &app.snapshot().sessions;
+    // Only the rows that fit are built (there may be tens of thousands): the window that ends
+    // at the cursor once the cursor is past the first screenful.
+    let fits = usize::from(area.height.saturating_sub(3)).max(1);
+    let cursor = app.cursor(Pane::Locks);
+    let first = cursor.saturating_sub(fits - 1);
     let lines: Vec<Row> = rows
         .iter()
+        .skip(first)
+        .take(fits)
         .map(|row| {
             let tagged = app.tagged().contains(&row.pid);
             let session = sessions.get(&row.pid);
@@ -301,7 +308,7 @@ fn draw_locks(frame: &mut Frame, app: &App, theme: Theme, area: Rect) {
         .row_highlight_style(theme.cursor());
     let mut state = TableState::default();
     if focused && !rows.is_empty() {
-        state.select(Some(app.cursor(Pane::Locks)));
+        state.select(Some(cursor - first));
     }
     frame.render_stateful_widget(table, area, &mut state);
 }
@@ -481,6 +488,35 @@ mod tests {
         app.on_key(KeyEvent::new(KeyCode::Char('?'), KeyModifiers::NONE));
         let screen = text(&app, Theme { colour: false }, 100, 30);
         assert!(screen.contains("Any key closes this help."), "{screen}");
+    }
+
+    #[test]
+    fn a_long_lock_list_scrolls_with_the_cursor() {
+        let mut app = app();
+        let mut snapshot = app.snapshot().clone();
+        snapshot.locks = (1000..1500)
+            .map(|pid| crate::top::LockRow {
+                pid,
+                lock_type: "ADVISORY".to_owned(),
+                mode: "EXCLUSIVE".to_owned(),
+                granted: true,
+                target: format!("advisory {pid}"),
+                waited: None,
+            })
+            .collect();
+        app.update(snapshot);
+        let screen = text(&app, Theme { colour: false }, 100, 30);
+        assert!(screen.contains("advisory 1000") && !screen.contains("advisory 1499"));
+        app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+        app.on_key(KeyEvent::new(KeyCode::End, KeyModifiers::NONE));
+        let screen = text(&app, Theme { colour: false }, 100, 30);
+        assert!(screen.contains("advisory 1499") && !screen.contains("advisory 1000"));
+        let last = screen
+            .lines()
+            .rev()
+            .find(|line| line.contains("advisory"))
+            .unwrap();
+        assert!(last.contains("advisory 1499"), "{screen}");
     }
 
     #[test]
