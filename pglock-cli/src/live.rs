@@ -29,8 +29,9 @@ pub fn interval(top: Option<&str>, settings: &Settings) -> Result<Option<Duratio
         refused.push("--cancel/--terminate (press K or C in the view)");
     }
     if !refused.is_empty() {
+        let verb = if refused.len() == 1 { "does" } else { "do" };
         return Err(format!(
-            "pglock top is interactive: {} do not apply",
+            "pglock top is interactive: {} {verb} not apply",
             refused.join(", ")
         ));
     }

@@ -575,3 +575,29 @@ async fn no_color_a_shrinking_terminal_and_ctrl_c_are_handled() {
     assert!(backend_exists(chain.db.pool(), chain.holder_pid).await);
     drop(chain.holder);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_terminal_it_says_what_to_use_instead() {
+    let db = TestDb::new().await;
+    let output = Command::new(command::binary())
+        .args(["top", "-d", db.url()])
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "pglock: pglock top needs a terminal; for output to a pipe or a file, use pglock --watch\n"
+    );
+    let output = Command::new(command::binary())
+        .args(["top", "--json", "--terminate", "-d", db.url()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "pglock: pglock top is interactive: --json, --cancel/--terminate (press K or C in the \
+         view) do not apply\n"
+    );
+}
