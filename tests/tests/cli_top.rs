@@ -601,3 +601,55 @@ async fn without_a_terminal_it_says_what_to_use_instead() {
          view) do not apply\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_gives_the_terminal_back_before_its_message() {
+    let chain = chain().await;
+    let binary = command::binary().to_owned();
+    let tmux = Tmux::start(120, 40).ready().await;
+    tmux.type_text("echo before-top");
+    tmux.keys(&["Enter"]);
+    // A debug build panics on the first key when asked to.
+    tmux.type_text(&format!(
+        "RUST_BACKTRACE=0 PGLOCK_TOP_TEST_PANIC=1 '{}' top -d '{}'; echo top-exit=$?",
+        binary.display(),
+        chain.db.url()
+    ));
+    tmux.keys(&["Enter"]);
+    let holder = format!("{} blocks 2", chain.holder_pid);
+    tmux.until("the tree", |screen| screen.contains(&holder))
+        .await;
+    tmux.type_text("j");
+    let screen = tmux
+        .until("the exit", |screen| {
+            screen.lines().any(|line| line.starts_with("top-exit="))
+        })
+        .await;
+    assert!(!tmux.alternate_screen(), "{screen}");
+    assert!(
+        screen.lines().any(|line| line == "top-exit=101"),
+        "{screen}"
+    );
+    assert!(screen.contains("PGLOCK_TOP_TEST_PANIC is set"), "{screen}");
+    assert!(screen.lines().any(|line| line == "before-top"), "{screen}");
+    assert!(!screen.contains("Blocking tree"), "{screen}");
+    // The message starts at the left edge (raw mode would leave it staircased), and the
+    // terminal is back in canonical mode with echo.
+    assert!(
+        screen.lines().any(|line| line.starts_with("thread 'main'")),
+        "{screen}"
+    );
+    tmux.type_text("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo; echo stty-done");
+    tmux.keys(&["Enter"]);
+    let screen = tmux
+        .until("stty's answer", |screen| {
+            screen.lines().any(|line| line == "stty-done")
+        })
+        .await;
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(
+        lines.contains(&"icanon") && lines.contains(&"echo"),
+        "{screen}"
+    );
+    assert!(backend_exists(chain.db.pool(), chain.holder_pid).await);
+}

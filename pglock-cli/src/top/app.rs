@@ -375,6 +375,12 @@ impl App {
             KeyCode::Home | KeyCode::Char('g') => self.cursor[self.pane as usize] = 0,
             KeyCode::End | KeyCode::Char('G') => self.move_by(isize::MAX),
             KeyCode::Char(' ') => self.toggle_tag(),
+            KeyCode::Char('b') => {
+                let roots: Vec<i32> = (self.snapshot.root_blockers().into_iter())
+                    .filter(|&pid| self.signallable(pid))
+                    .collect();
+                self.tagged.extend(roots);
+            }
             KeyCode::Char('K') => self.ask(Signal::Terminate),
             KeyCode::Char('C') => self.ask(Signal::Cancel),
             KeyCode::Char('s') => {
@@ -643,6 +649,13 @@ mod tests {
         );
         app.on_key(ch('a'));
         assert_eq!(shown(&app).len(), 4);
+    }
+
+    #[test]
+    fn b_tags_the_root_blockers() {
+        let mut app = app();
+        app.on_key(ch('b'));
+        assert_eq!(app.tagged().iter().copied().collect::<Vec<_>>(), [10, 20]);
     }
 
     #[test]

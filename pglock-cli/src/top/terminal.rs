@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal as _, Stdout};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ratatui::Terminal;
@@ -16,6 +17,9 @@ use sqlx::PgConnection;
 use tokio::time::Instant;
 
 use super::{App, Command, Error, Source, Theme, execute, view};
+
+/// In debug builds, set to anything: the first key press panics (for the tests).
+const TEST_PANIC: &str = "PGLOCK_TOP_TEST_PANIC";
 
 /// How the view runs.
 #[derive(Clone, Copy, Debug)]
@@ -59,12 +63,15 @@ pub async fn run(mut conn: PgConnection, source: Source, options: Options) -> Re
         }
     });
     let mut next = Instant::now() + options.interval;
+    // Debug builds only: the tests' way to see the panic hook give the terminal back.
+    let panic_on_key = cfg!(debug_assertions) && std::env::var_os(TEST_PANIC).is_some();
     loop {
         screen
             .terminal
             .draw(|frame| view::draw(frame, &app, options.theme))?;
         let command = tokio::select! {
             event = events.recv() => match event {
+                Some(Ok(Event::Key(_))) if panic_on_key => panic!("{TEST_PANIC} is set"),
                 Some(Ok(Event::Key(key))) => app.on_key(key),
                 // A resize, or anything else: drawn again.
                 Some(Ok(_)) => None,
@@ -96,6 +103,7 @@ impl Screen {
     fn enter() -> std::io::Result<Screen> {
         install_panic_hook();
         enable_raw_mode()?;
+        ENTERED.store(true, Ordering::SeqCst);
         let entered = execute!(std::io::stdout(), EnterAlternateScreen)
             .and_then(|()| Terminal::new(CrosstermBackend::new(std::io::stdout())))
             .and_then(|mut terminal| terminal.hide_cursor().map(|()| terminal));
@@ -110,6 +118,9 @@ impl Screen {
 
     /// Give the terminal back, saying if that failed (dropping does it silently).
     fn leave(mut self) -> std::io::Result<()> {
+        if !ENTERED.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
         self.terminal.show_cursor()?;
         disable_raw_mode()?;
         execute!(std::io::stdout(), LeaveAlternateScreen)
@@ -122,9 +133,17 @@ impl Drop for Screen {
     }
 }
 
-/// Leave raw mode and the alternate screen, show the cursor; errors ignored (there is nowhere
-/// to report them, and each step is worth trying). Doing it twice is harmless.
+/// Whether the terminal is in raw mode on the alternate screen, to be given back once: leaving
+/// the alternate screen also puts the cursor back where it was on entering, so doing it again
+/// after a panic's message would put the shell's prompt over the message.
+static ENTERED: AtomicBool = AtomicBool::new(false);
+
+/// Leave raw mode and the alternate screen, show the cursor, once; errors ignored (there is
+/// nowhere to report them, and each step is worth trying).
 fn restore() {
+    if !ENTERED.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let _ = disable_raw_mode();
     let _ = execute!(
         std::io::stdout(),

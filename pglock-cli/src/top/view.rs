@@ -93,7 +93,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
     frame.render_widget(Paragraph::new(status_line(app)), status);
     frame.render_widget(
         Paragraph::new(
-            "↑↓ move  Tab pane  space tag  K terminate  C cancel  s sort  / filter  p pause  ? help  q quit",
+            "↑↓ move  Tab pane  space tag  b tag roots  K terminate  C cancel  s sort  / filter  p pause  ? help  q quit",
         ),
         keys,
     );
@@ -329,6 +329,10 @@ const HELP: &[(&str, &str)] = &[
     ("↑ ↓ j k", "move the cursor (PgUp PgDn Home End too)"),
     ("Tab", "switch between the tree and the lock list"),
     ("space", "tag or untag the session under the cursor"),
+    (
+        "b",
+        "tag the root blockers (blocking others, waiting for nothing)",
+    ),
     (
         "K",
         "terminate the tagged sessions (or the one under the cursor)",
