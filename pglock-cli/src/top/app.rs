@@ -13,7 +13,9 @@ use super::snapshot::{LockRow, Session, Snapshot, TreeRow};
 /// Which list the cursor is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
+    /// The blocking tree.
     Tree,
+    /// The lock list.
     Locks,
 }
 
@@ -22,14 +24,18 @@ pub enum Pane {
 pub enum Sort {
     /// Waits first, then by pid: the listing's order.
     Waits,
+    /// By pid.
     Pid,
     /// The session's query, longest running first.
     Duration,
+    /// By mode's name.
     Mode,
+    /// By what the lock is on.
     Target,
 }
 
 impl Sort {
+    /// As the lock list's title says it.
     pub fn name(self) -> &'static str {
         match self {
             Sort::Waits => "waits first",
@@ -54,13 +60,17 @@ impl Sort {
 /// What the screen shows over the lists, and what keys mean.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// The lists, with the cursor.
     Browse,
     /// Typing the filter (applied as it is typed).
     Filter,
+    /// The keys, over the lists.
     Help,
     /// Asking before signalling these sessions.
     Confirm {
+        /// Terminate or cancel.
         signal: Signal,
+        /// As they were when asked about.
         sessions: Vec<Session>,
     },
 }
@@ -72,9 +82,12 @@ pub enum Command {
     Refresh,
     /// Signal these backends (confirmed), then report with [`App::signalled`].
     Signal {
+        /// Terminate or cancel.
         signal: Signal,
+        /// The backends confirmed.
         pids: Vec<i32>,
     },
+    /// Leave the view.
     Quit,
 }
 
@@ -122,33 +135,43 @@ impl App {
         }
     }
 
+    /// What the last refresh read.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
+    /// Between two refreshes.
     pub fn interval(&self) -> Duration {
         self.interval
     }
+    /// Where the cursor is.
     pub fn pane(&self) -> Pane {
         self.pane
     }
+    /// What is over the lists, if anything.
     pub fn mode(&self) -> &Mode {
         &self.mode
     }
+    /// Whether refreshing is paused (`p`).
     pub fn paused(&self) -> bool {
         self.paused
     }
+    /// The lock list's order, and whether it is reversed.
     pub fn sort(&self) -> (Sort, bool) {
         (self.sort, self.reverse)
     }
+    /// The text both lists are filtered on (empty for none).
     pub fn filter(&self) -> &str {
         &self.filter
     }
+    /// The status line's message.
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }
+    /// Whether locks that only repeat another row are shown (`a`).
     pub fn all_locks(&self) -> bool {
         self.all_locks
     }
+    /// The sessions tagged (space, `b`), by pid.
     pub fn tagged(&self) -> &BTreeSet<i32> {
         &self.tagged
     }

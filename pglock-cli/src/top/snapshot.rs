@@ -10,13 +10,17 @@ use pglock::{Activity, AdvisoryKey, BlockedPgLock, PgLock};
 /// A backend, as the view shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Session {
+    /// Its backend's pid.
     pub pid: i32,
+    /// Its `application_name`.
     pub application: String,
+    /// The role it is logged in as (`None` when not allowed to see it).
     pub user: Option<String>,
     /// `ACTIVE`, `IDLE_IN_TRANSACTION`...
     pub state: Option<String>,
     /// How long its current (or last) query has run.
     pub duration: Option<Duration>,
+    /// When its current (or last) query started.
     pub query_start: Option<SystemTime>,
     /// The query, on one line.
     pub query: String,
@@ -39,6 +43,7 @@ impl Session {
 /// One line of the blocking tree, in drawing order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeRow {
+    /// The session's pid (0 for a prepared transaction).
     pub pid: i32,
     /// 0 for a root.
     pub depth: usize,
@@ -52,19 +57,24 @@ pub struct TreeRow {
     pub cycle: bool,
     /// `ACCESS_EXCLUSIVE on public.orders`, when it waits.
     pub waits_for: Option<String>,
+    /// How long it has waited.
     pub waited: Option<Duration>,
 }
 
 /// One lock held or awaited.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockRow {
+    /// The backend holding or awaiting it.
     pub pid: i32,
     /// `RELATION`, `ADVISORY`...
     pub lock_type: String,
     /// `ACCESS_EXCLUSIVE`, or `pg_locks`' name for a mode without one.
     pub mode: String,
+    /// Held (`true`) or awaited.
     pub granted: bool,
+    /// What it is on: `public.orders`, `advisory 42`, `transaction 1234`.
     pub target: String,
+    /// How long it has been awaited.
     pub waited: Option<Duration>,
 }
 
@@ -80,10 +90,13 @@ impl LockRow {
 /// Everything one refresh read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// When it was read (`None` before the first refresh).
     pub taken: Option<SystemTime>,
     /// Every backend seen in a lock or a blocking pair, by pid.
     pub sessions: BTreeMap<i32, Session>,
+    /// The blocking tree, in drawing order.
     pub tree: Vec<TreeRow>,
+    /// The locks, in the listing's order.
     pub locks: Vec<LockRow>,
 }
 

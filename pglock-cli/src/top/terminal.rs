@@ -26,6 +26,7 @@ const TEST_PANIC: &str = "PGLOCK_TOP_TEST_PANIC";
 pub struct Options {
     /// Between two refreshes.
     pub interval: Duration,
+    /// Colour or not.
     pub theme: Theme,
 }
 

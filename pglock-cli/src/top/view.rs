@@ -16,11 +16,13 @@ use super::snapshot::Session;
 
 /// The smallest screen the view is drawn on; smaller ones get a message instead.
 pub const MIN_WIDTH: u16 = 60;
+/// See [`MIN_WIDTH`].
 pub const MIN_HEIGHT: u16 = 15;
 
 /// Colours, or only bold and reverse video (`NO_COLOR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Theme {
+    /// Whether to use colours.
     pub colour: bool,
 }
 
@@ -55,6 +57,7 @@ impl Theme {
         self.paint(Color::Cyan).add_modifier(Modifier::BOLD)
     }
 
+    /// The row under the cursor.
     pub fn cursor(self) -> Style {
         Style::new().add_modifier(Modifier::REVERSED)
     }
