@@ -7,6 +7,7 @@ mod command;
 mod common;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, Running, backend_exists, eventually, exec, pid, start, until_waiting};
@@ -327,7 +328,13 @@ struct Tmux {
 
 impl Tmux {
     fn start(width: u16, height: u16) -> Tmux {
-        let socket = format!("pglock-top-test-{}", std::process::id());
+        // One server per test, also when `cargo test` runs them as threads of one process.
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let socket = format!(
+            "pglock-top-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
         let version = Command::new("tmux").arg("-V").output();
         assert!(
             version.as_ref().is_ok_and(|out| out.status.success()),
