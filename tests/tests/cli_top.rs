@@ -185,6 +185,16 @@ async fn the_view_shows_the_tree_selects_confirms_and_kills_real_sessions() {
         Some(Color::Red)
     );
     assert!(all.contains("Locks ("), "{all}");
+    // Under the lists, the session under the cursor, its query whole.
+    app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+    let shown = screen.draw(&app);
+    let (details, _) = line_with(&shown, &format!("pid {} · ACTIVE", chain.alter_pid));
+    assert!(
+        shown[details + 1].contains("ALTER TABLE orders ADD COLUMN note text"),
+        "{}",
+        shown.join("\n")
+    );
+    app.on_key(KeyEvent::new(KeyCode::Up, KeyModifiers::NONE));
     assert!(shown[0].contains("3 waiting · 2 root blockers"), "{all}");
 
     // Cancel the UPDATE: down twice, C, and the confirmation names it.

@@ -17,7 +17,7 @@ use super::snapshot::Session;
 /// The smallest screen the view is drawn on; smaller ones get a message instead.
 pub const MIN_WIDTH: u16 = 60;
 /// See [`MIN_WIDTH`].
-pub const MIN_HEIGHT: u16 = 15;
+pub const MIN_HEIGHT: u16 = 18;
 
 /// Colours, or only bold and reverse video (`NO_COLOR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +79,11 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
         return;
     }
-    let [header, tree, locks, status, keys] = Layout::vertical([
+    let [header, tree, locks, details, status, keys] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Percentage(50),
+        Constraint::Percentage(45),
         Constraint::Fill(1),
+        Constraint::Length(5),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
@@ -93,6 +94,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
     );
     draw_tree(frame, app, theme, tree);
     draw_locks(frame, app, theme, locks);
+    draw_details(frame, app, theme, details);
     frame.render_widget(Paragraph::new(status_line(app)), status);
     frame.render_widget(
         Paragraph::new(
@@ -316,6 +318,38 @@ fn draw_locks(frame: &mut Frame, app: &App, theme: Theme, area: Rect) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+/// The session under the cursor, whole: the lists cut its query to their width.
+fn draw_details(frame: &mut Frame, app: &App, theme: Theme, area: Rect) {
+    let pid = app.pid_at(app.pane());
+    let session = pid.and_then(|pid| app.snapshot().sessions.get(&pid));
+    let lines = match session {
+        Some(session) => {
+            let mut facts = vec![format!("pid {}", session.pid)];
+            let mut described = describe(session);
+            described.pop(); // the query, below
+            facts.extend(described);
+            if let Some(started) = session.query_start {
+                facts.push(format!("query since {} UTC", time_of_day(started)));
+            }
+            vec![
+                Line::styled(facts.join(" · "), theme.title()),
+                Line::from(session.query.clone()),
+            ]
+        }
+        None => vec![Line::from(match pid {
+            Some(0) => "A prepared transaction: no session to show or signal.",
+            Some(_) => "A session of another database, or one that has ended.",
+            None => "No session under the cursor.",
+        })],
+    };
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" Session ")),
+        area,
+    );
+}
+
 /// A box of `width` x `height` in the middle of `area`, no bigger than it.
 fn centred(area: Rect, width: u16, height: u16) -> Rect {
     let width = width.min(area.width);
@@ -473,13 +507,13 @@ mod tests {
 
     #[test]
     fn a_small_terminal_gets_a_message_not_a_panic() {
-        for (width, height) in [(59, 40), (120, 14), (1, 1), (0, 0)] {
+        for (width, height) in [(59, 40), (120, 17), (1, 1), (0, 0)] {
             let screen = text(&app(), Theme { colour: true }, width, height);
             if width >= 20 {
                 assert!(screen.contains("needs"), "{width}x{height}: {screen}");
             }
         }
-        let screen = text(&app(), Theme { colour: true }, 60, 15);
+        let screen = text(&app(), Theme { colour: true }, 60, 18);
         assert!(screen.contains("1 blocks 1"), "{screen}");
     }
 
