@@ -256,6 +256,14 @@ async fn bench(plan: Plan) -> Res<Report> {
         report.inspect_cli(&cli);
     }
 
+    if plan.runs("inspect") {
+        progress("section 6: one pglock top refresh");
+        let spread = inspect::hold_across(&url).await?;
+        let refresh = inspect::top_refresh(&url, plan.inspect_reps * 3).await;
+        spread.release().await?;
+        report.top_refresh(&refresh?);
+    }
+
     report.misses_section();
     report.line_pub(&format!(
         "\nWhole run: {:.0} s. Load average at the end: {}.",

@@ -364,6 +364,32 @@ impl Report {
         self.line("");
     }
 
+    /// `pglock top`: one refresh (both queries, the snapshot, one frame drawn).
+    pub fn top_refresh(&mut self, outcome: &inspect::TopRefresh) {
+        let s = &outcome.samples;
+        self.line(format!(
+            "`pglock top`, one refresh (both queries, the view's snapshot, one 120x40 frame \
+             drawn): {} sessions hold {} advisory locks each, 20 of them waiting in one tree; \
+             the view read {} locks and drew {} tree rows.",
+            inspect::TOP_SESSIONS,
+            inspect::TOP_LOCKS_EACH,
+            outcome.locks,
+            outcome.tree_rows
+        ));
+        self.line("");
+        self.line("| refresh | runs | median ms | p90 ms | of which queries + snapshot, median ms | of which state + frame, median ms |");
+        self.line("|---|--:|--:|--:|--:|--:|");
+        self.line(format!(
+            "| `pglock top` | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            s.len(),
+            s.median() / 1000.0,
+            s.p90() / 1000.0,
+            outcome.read.median() / 1000.0,
+            outcome.view.median() / 1000.0
+        ));
+        self.line("");
+    }
+
     pub fn misses_section(&mut self) {
         if self.misses.is_empty() {
             self.line("All targets met.");

@@ -15,6 +15,7 @@ Examples:
   pglock tree                             the blocking tree, root blockers first
   pglock tree --terminate                 end the root blockers only (lists them, asks first)
   pglock --all-databases tree             the blocking trees of every database
+  pglock top                              live tree and locks; select, terminate, cancel
   pglock --advisory nightly-report        who holds the advisory lock \"nightly-report\"
   pglock --blocking --terminate           end every blocking session, also those that wait
                                           themselves (django-pglock's meaning; asks first)
@@ -104,6 +105,13 @@ pub enum Command {
         /// The shell to complete in.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// A live view of the blocking tree and the locks: select sessions, terminate or cancel
+    /// them (press ? in it for the keys).
+    Top {
+        /// Refresh every SECONDS (30, 1.5s, 500ms...).
+        #[arg(long, value_name = "SECONDS", default_value = "2")]
+        interval: String,
     },
 }
 
@@ -203,6 +211,14 @@ pub struct Options {
 }
 
 impl Cli {
+    /// `pglock top`'s refresh interval, as typed, when that is the command.
+    pub fn top(&self) -> Option<String> {
+        match &self.command {
+            Some(Command::Top { interval }) => Some(interval.clone()),
+            _ => None,
+        }
+    }
+
     /// The options, with `tree` turned into `--tree`.
     pub fn into_options(self) -> Options {
         match self.command {
@@ -212,8 +228,7 @@ impl Cli {
                 options.tree = true;
                 options
             }
-            // Handled before the options are read (main.rs).
-            None | Some(Command::Completions { .. }) => self.options,
+            None | Some(Command::Completions { .. } | Command::Top { .. }) => self.options,
         }
     }
 }

@@ -8,12 +8,14 @@ mod connect;
 mod duration;
 mod filters;
 mod kill;
+mod live;
 mod query;
 mod render;
 mod tree;
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 use std::time::SystemTime;
 
 use clap::{CommandFactory as _, Parser as _};
@@ -72,16 +74,18 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut command, "pglock", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    let top = cli.top();
     let options = cli.into_options();
     let outcome = config::load(options.config_file.as_deref())
         .and_then(|file| config::resolve(options, file, std::env::var("DATABASE_URL").ok()))
+        .and_then(|settings| Ok((live::interval(top.as_deref(), &settings)?, settings)))
         .map_err(Failure::Error)
-        .and_then(|settings| {
+        .and_then(|(top, settings)| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|error| Failure::Error(format!("cannot start the runtime: {error}")))?
-                .block_on(run(&settings))
+                .block_on(run(&settings, top))
         });
     match outcome {
         Ok(code) => code,
@@ -95,10 +99,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: &Settings) -> Result<ExitCode, Failure> {
+async fn run(settings: &Settings, top: Option<Duration>) -> Result<ExitCode, Failure> {
     let target = connect::resolve(settings.database_url.as_deref())?;
     let mut conn = connect::connect(&target).await?;
     check_pids(&mut conn, &settings.pids).await?;
+    if let Some(interval) = top {
+        return live::run(conn, settings, interval).await;
+    }
     if let Some(signal) = settings.signal {
         return kill::run(&mut conn, settings, signal).await;
     }

@@ -76,7 +76,6 @@ pub use cluster::PASSWORD_REQUIRED_ROLE;
 pub use db::TestDb;
 pub use private::{KEEPALIVE_NOTICE, PrivateCluster, SHORT_KEEPALIVES};
 pub use standby::Standby;
-pub use private::PrivateCluster;
 pub use tls::TLS_REQUIRED_ROLE;
 
 /// The environment variable naming an existing server to test against instead of a throwaway
