@@ -202,6 +202,8 @@ pub struct AdvisoryArgs {
     pub allow_standby: bool,
     /// `heartbeat = "200ms"`, or `None` to turn it off.
     pub heartbeat: Option<Limit>,
+    /// `min_hold = "30s"`.
+    pub min_hold: Option<Dur>,
     pub db: Option<Expr>,
 }
 
@@ -213,6 +215,7 @@ const ADVISORY_KEYS: &[&str] = &[
     "xact",
     "allow_standby",
     "heartbeat",
+    "min_hold",
     "db",
 ];
 
@@ -239,6 +242,7 @@ impl AdvisoryArgs {
         let (mut id, mut timeout, mut side_effect) = (Once::new(), Once::new(), Once::new());
         let (mut shared, mut xact, mut db) = (Once::new(), Once::new(), Once::new());
         let (mut allow_standby, mut heartbeat_) = (Once::new(), Once::new());
+        let mut min_hold = Once::new();
         for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {
@@ -251,6 +255,7 @@ impl AdvisoryArgs {
                     "xact" => xact.set(&key, boolean(&value), &mut errors),
                     "allow_standby" => allow_standby.set(&key, boolean(&value), &mut errors),
                     "heartbeat" => heartbeat_.set(&key, heartbeat(&value), &mut errors),
+                    "min_hold" => min_hold.set(&key, duration::parse(&value), &mut errors),
                     "db" => db.set(&key, handle_expr(&value), &mut errors),
                     name => errors.push(unknown(&key, name, "advisory", ADVISORY_KEYS)),
                 },
@@ -286,6 +291,7 @@ impl AdvisoryArgs {
             xact: xact.value.unwrap_or(false),
             allow_standby: allow_standby.value.unwrap_or(false),
             heartbeat: heartbeat_.value,
+            min_hold: min_hold.value,
             db: db.value,
         })
     }

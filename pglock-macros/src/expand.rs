@@ -440,6 +440,10 @@ fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
     if args.allow_standby {
         lock.extend(quote!(.allow_standby()));
     }
+    if let Some(hold) = args.min_hold {
+        let hold = duration(hold);
+        lock.extend(quote!(.min_hold(#hold)));
+    }
     if let Some(heartbeat) = args.heartbeat {
         let heartbeat = limit_option(heartbeat);
         lock.extend(quote!(.heartbeat(#heartbeat)));

@@ -95,15 +95,17 @@ mod error;
 mod handle;
 mod inspect;
 mod key;
+mod leader;
 mod mode;
 mod prioritize;
+mod race;
 mod scope;
 mod table;
 mod timeout;
 mod unwind;
 mod wait;
 
-pub use advisory::{Advisory, AdvisoryGuard, DEFAULT_HEARTBEAT, MIN_HEARTBEAT, advisory};
+pub use advisory::{Advisory, AdvisoryGuard, DEFAULT_HEARTBEAT, MIN_HEARTBEAT, advisory, drain};
 pub use default_pool::{default_pool, set_default_pool};
 pub use error::{Error, LockTarget};
 pub use handle::{Db, Session};
@@ -112,6 +114,7 @@ pub use inspect::{
     ParseFilterKeyError, PgLock, Relation, ValueKind, blocked_locks, locks,
 };
 pub use key::{AdvisoryKey, LockId, advisory_id};
+pub use leader::{Leader, Leadership, Status, leader};
 pub use mode::{LockMode, ParseLockModeError};
 pub use prioritize::{Prioritize, Signal, prioritize};
 pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_table};

@@ -1,14 +1,15 @@
 //! An advisory lock as the state of a scope entered on a handle (see `crate::scope`): what the
 //! attributes hold while the function's body runs.
 
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use tokio::time::Instant;
 
 use super::guard::{AdvisoryGuard, Forgotten};
+use super::linger::{self, Lingering};
 use crate::handle::{CloseUnlessKept, Conn};
+use crate::race::{Either::*, race};
 use crate::scope::{Held, Kind, Scope, Site};
 use crate::unwind::catch_panic;
 use crate::{Advisory, Db, Error};
@@ -20,7 +21,8 @@ impl<H: Site> Kind<H> for Advisory {
     /// checks out and owns for as long as the lock is held.
     async fn enter(self, site: &mut H) -> Result<AdvisoryHeld, Error> {
         if let Some(conn) = site.session() {
-            return Ok(AdvisoryHeld::Lent(self.take(conn).await?.forget()));
+            let lock = self.take(conn).await?.forget();
+            return Ok(AdvisoryHeld::new(&self, On::Lent(lock)));
         }
         let pool = site.pool().expect("a site is either a session or a pool")?;
         let conn = pool.acquire().await?;
@@ -30,11 +32,7 @@ impl<H: Site> Kind<H> for Advisory {
                 .await;
         }
         let guard = self.take(Conn::Owned(conn, pool)).await?;
-        Ok(AdvisoryHeld::Owned(Owned {
-            guard,
-            heartbeat: self.heartbeat,
-            lost: false,
-        }))
+        Ok(AdvisoryHeld::new(&self, On::Owned(guard)))
     }
 }
 
@@ -135,7 +133,7 @@ impl Advisory {
             .await
             .map(AdvisoryGuard::forget);
         match taken {
-            Ok(_) => Ok(AdvisoryHeld::OwnedTransaction(owned)),
+            Ok(_) => Ok(AdvisoryHeld::new(self, On::OwnedTransaction(owned))),
             Err(error) => {
                 // Back to the pool only once the transaction is over; if even the rollback
                 // fails, dropping `owned` closes the connection.
@@ -149,7 +147,10 @@ impl Advisory {
 }
 
 /// Commit (or roll back) the transaction pglock opened on a connection it owns.
-async fn end_transaction(owned: &mut CloseUnlessKept, commit: bool) -> Result<(), Error> {
+pub(super) async fn end_transaction(
+    owned: &mut CloseUnlessKept,
+    commit: bool,
+) -> Result<(), Error> {
     let statement = if commit { "COMMIT" } else { "ROLLBACK" };
     sqlx::raw_sql(AssertSqlSafe(statement))
         .execute(owned.conn())
@@ -158,48 +159,70 @@ async fn end_transaction(owned: &mut CloseUnlessKept, commit: bool) -> Result<()
 }
 
 /// An advisory lock held by a scope.
-pub enum AdvisoryHeld {
+pub struct AdvisoryHeld {
+    on: On,
+    /// When it was taken, for `min_hold`.
+    since: Instant,
+    min_hold: Option<Duration>,
+    heartbeat: Option<Duration>,
+    /// Whether the heartbeat found the session gone (or left a check unanswered).
+    lost: bool,
+}
+
+/// Where the lock lives.
+enum On {
     /// On a connection of a pool that pglock checked out and owns, which nothing else uses: it
     /// can be watched.
-    Owned(Owned),
+    Owned(AdvisoryGuard<'static>),
     /// Transaction-level, inside a transaction pglock opened on a connection it owns.
     OwnedTransaction(CloseUnlessKept),
     /// On the site's own session, which the scope lends to its body: the lock without it.
     Lent(Forgotten),
 }
 
-/// A session lock on a connection pglock owns, and its heartbeat.
-pub struct Owned {
-    guard: AdvisoryGuard<'static>,
-    heartbeat: Option<Duration>,
-    /// Whether the heartbeat found the session gone (or left a check unanswered).
-    lost: bool,
-}
+impl AdvisoryHeld {
+    fn new(lock: &Advisory, on: On) -> Self {
+        AdvisoryHeld {
+            on,
+            since: Instant::now(),
+            min_hold: lock.min_hold,
+            heartbeat: lock.heartbeat,
+            lost: false,
+        }
+    }
 
-impl Owned {
     /// Check the holding session every `every` until a check fails or goes unanswered for
     /// `every`; then the lock is lost (or may be: no reply means pglock can no longer know,
     /// and the connection is closed, which frees it if the server still had it).
-    async fn watch(&mut self, every: Duration) -> Error {
-        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    async fn watch(guard: &mut AdvisoryGuard<'static>, every: Duration) -> Error {
+        let mut beats = tokio::time::interval_at(Instant::now() + every, every);
         beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             beats.tick().await;
-            let beat = sqlx::query("SELECT 1").execute(&mut *self.guard);
-            let source = match tokio::time::timeout(every, beat).await {
-                Ok(Ok(_)) => continue,
-                Ok(Err(source)) => source,
-                Err(_) => sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the heartbeat got no reply within {every:?}"),
-                )),
-            };
-            self.lost = true;
-            return Error::Lost {
-                lock: self.guard.id().clone(),
-                source,
-            };
+            if let Err(source) = beat(guard, every).await {
+                return Error::Lost {
+                    lock: guard.id().clone(),
+                    source,
+                };
+            }
         }
+    }
+
+    /// How much of `min_hold` is left.
+    fn left_to_hold(&self) -> Option<Duration> {
+        let left = self.min_hold?.checked_sub(self.since.elapsed())?;
+        (!left.is_zero()).then_some(left)
+    }
+}
+
+/// One heartbeat: a `SELECT 1` on the holding connection, answered within `limit`.
+pub(super) async fn beat(conn: &mut PgConnection, limit: Duration) -> Result<(), sqlx::Error> {
+    match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(conn)).await {
+        Ok(done) => done.map(drop),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the heartbeat got no reply within {limit:?}"),
+        ))),
     }
 }
 
@@ -209,47 +232,62 @@ impl Held for AdvisoryHeld {
     /// the holding session is found gone.
     async fn run<F: Future>(&mut self, body: F) -> Result<std::thread::Result<F::Output>, Error> {
         let body = catch_panic(body);
-        let (owned, every) = match self {
-            AdvisoryHeld::Owned(owned) => match owned.heartbeat {
-                Some(every) => (owned, every),
-                None => return Ok(body.await),
-            },
-            _ => return Ok(body.await),
+        let (On::Owned(guard), Some(every)) = (&mut self.on, self.heartbeat) else {
+            return Ok(body.await);
         };
-        let (mut body, mut watch) = (pin!(body), pin!(owned.watch(every)));
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = body.as_mut().poll(cx) {
-                return Poll::Ready(Ok(out));
+        match race(body, Self::watch(guard, every)).await {
+            First(out) => Ok(out),
+            Second(lost) => {
+                self.lost = true;
+                Err(lost)
             }
-            match watch.as_mut().poll(cx) {
-                Poll::Ready(lost) => Poll::Ready(Err(lost)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+        }
     }
 
     fn describe(&self) -> String {
-        let id = match self {
-            AdvisoryHeld::Owned(owned) => owned.guard.id().to_string(),
-            AdvisoryHeld::OwnedTransaction(_) => return "a transaction-level lock".into(),
-            AdvisoryHeld::Lent(lock) => lock.id.to_string(),
+        let id = match &self.on {
+            On::Owned(guard) => guard.id().to_string(),
+            On::OwnedTransaction(_) => return "a transaction-level lock".into(),
+            On::Lent(lock) => lock.id.to_string(),
         };
         format!("lock \"{id}\"")
     }
 
     async fn end<H: Site>(self, site: &mut H, body_failed: bool) -> Result<(), Error> {
-        match self {
-            // Its session is gone, or its connection was left mid-statement: close it (dropping
-            // the guard does). The loss was the scope's result already.
-            AdvisoryHeld::Owned(owned) if owned.lost => Ok(()),
-            AdvisoryHeld::Owned(owned) => owned.guard.release().await,
-            AdvisoryHeld::OwnedTransaction(mut owned) => {
+        // Its session is gone, or its connection was left mid-statement: close it (dropping
+        // the guard does). The loss was the scope's result already.
+        if self.lost {
+            return Ok(());
+        }
+        let left = self.left_to_hold();
+        let (what, heartbeat) = (self.describe(), self.heartbeat);
+        match (self.on, left) {
+            // min_hold: the lock outlives the body in the background, and the call returns.
+            (On::Owned(guard), Some(left)) => {
+                linger::linger(what, Lingering::Session(guard), left, heartbeat);
+                Ok(())
+            }
+            (On::OwnedTransaction(conn), Some(left)) => {
+                let commit = !body_failed;
+                linger::linger(
+                    what,
+                    Lingering::Transaction { conn, commit },
+                    left,
+                    heartbeat,
+                );
+                Ok(())
+            }
+            (On::Owned(guard), None) => guard.release().await,
+            (On::OwnedTransaction(mut owned), None) => {
                 end_transaction(&mut owned, !body_failed).await?;
                 owned.keep();
                 Ok(())
             }
-            AdvisoryHeld::Lent(lock) => {
+            // The caller's connection comes back with the call: min_hold delays the return.
+            (On::Lent(lock), left) => {
+                if let Some(left) = left {
+                    tokio::time::sleep(left).await;
+                }
                 let conn = site
                     .session()
                     .expect("a lent lock lives on the site's session");
@@ -259,11 +297,11 @@ impl Held for AdvisoryHeld {
     }
 
     fn abandon<H: Site>(self, site: &mut H) {
-        match self {
+        match self.on {
             // Closing the connections pglock owns ends the session and its locks.
-            AdvisoryHeld::Owned(owned) => drop(owned),
-            AdvisoryHeld::OwnedTransaction(owned) => drop(owned),
-            AdvisoryHeld::Lent(lock) => {
+            On::Owned(guard) => drop(guard),
+            On::OwnedTransaction(owned) => drop(owned),
+            On::Lent(lock) => {
                 if let Some(conn) = site.session() {
                     drop(AdvisoryGuard::held(conn, lock));
                 }

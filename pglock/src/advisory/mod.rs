@@ -2,6 +2,7 @@
 
 mod guard;
 mod held;
+mod linger;
 mod orphan;
 mod sql;
 
@@ -14,6 +15,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
 
 pub use guard::AdvisoryGuard;
+pub use linger::drain;
 
 use guard::State;
 pub(crate) use sql::Mode;
@@ -54,6 +56,7 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
         function: None,
         on_standby: OnStandby::Refuse,
         heartbeat: Some(DEFAULT_HEARTBEAT),
+        min_hold: None,
     }
 }
 
@@ -139,6 +142,7 @@ pub struct Advisory {
     function: Option<Cow<'static, str>>,
     on_standby: OnStandby,
     heartbeat: Option<Duration>,
+    min_hold: Option<Duration>,
 }
 
 /// The shortest heartbeat interval: shorter ones would mostly load the server.
@@ -246,6 +250,39 @@ impl Advisory {
     /// ```
     pub fn heartbeat(mut self, interval: impl Into<Option<Duration>>) -> Self {
         self.heartbeat = interval.into().map(|every| every.max(MIN_HEARTBEAT));
+        self
+    }
+
+    /// Keep the lock until `hold` has passed since it was taken, even if the body ends sooner
+    /// (ShedLock's `lockAtLeastFor`): replicas whose schedules fire a little apart then run a
+    /// short job once, not once each.
+    ///
+    /// Where the lock lives on a connection pglock owns ([`run`](Advisory::run) /
+    /// [`try_run`](Advisory::try_run) and the attribute on a pool), the call returns as soon as
+    /// the body ends, and the connection keeps the lock in the background, checked every
+    /// [heartbeat](Advisory::heartbeat), until the hold is over; then it goes back to the pool
+    /// clean. On a connection you lent (which comes back to you with the call), the call itself
+    /// waits out the rest of the hold. A body that runs longer than `hold` releases at its end,
+    /// as usual. [`scope`](Advisory::scope) and [`acquire`](Advisory::acquire) do not use it.
+    ///
+    /// The guarantee lasts only while the process lives: a process that exits during the hold
+    /// loses the lock with its sessions. Call [`drain`](crate::drain) on graceful shutdown to
+    /// release the held locks at once, and explicitly.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn send_digest() -> Result<(), pglock::Error> { Ok(()) }
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// // Each replica's scheduler fires at about 03:00; the digest goes out once.
+    /// pglock::advisory("daily-digest")
+    ///     .nowait()
+    ///     .min_hold(Duration::from_secs(30))
+    ///     .try_run(pool, send_digest())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn min_hold(mut self, hold: Duration) -> Self {
+        self.min_hold = (!hold.is_zero()).then_some(hold);
         self
     }
 

@@ -1,0 +1,411 @@
+//! Leader election on a session-level advisory lock: one replica leads and runs a task, the
+//! others wait on the lock, and the server grants it to the next one the moment the leader's
+//! session ends.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{AssertSqlSafe, PgPool};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::advisory::bind_key;
+use crate::race::{Either::*, race};
+use crate::{AdvisoryKey, Error, LockId};
+
+/// Start building a leader election on `id` (a string, hashed as django-pglock hashes it, an
+/// integer or a pair, as for [`advisory`](fn@crate::advisory)).
+///
+/// ```no_run
+/// # async fn relay_outbox(pool: sqlx::PgPool) {}
+/// # async fn example(pool: sqlx::PgPool) {
+/// // Every replica campaigns; one relays the outbox, and another takes over when it goes.
+/// let leadership = pglock::leader("outbox-relay").run(&pool, {
+///     let pool = pool.clone();
+///     move || relay_outbox(pool.clone())
+/// });
+/// // ... on shutdown: hand over at once, cleanly.
+/// leadership.step_down().await;
+/// # }
+/// ```
+pub fn leader(id: impl Into<LockId>) -> Leader {
+    Leader {
+        id: id.into(),
+        heartbeat: DEFAULT_HEARTBEAT,
+        grace: None,
+    }
+}
+
+/// How often a leader checks its session, unless [`Leader::heartbeat`] says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A leader election to campaign in. Built by [`leader`].
+///
+/// # How it works
+/// Each candidate waits for a session-level advisory lock on a connection of its own (opened
+/// with the pool's settings, outside the pool's count). The server grants it to one; that one
+/// leads, and runs the task given to [`run`](Leader::run) until it loses the lock or steps down.
+/// The others keep waiting on the server, without polling, and the next one is granted the lock
+/// the moment the leader's session ends.
+///
+/// # Leaders never overlap
+/// A leader checks its session every [heartbeat](Leader::heartbeat), and drops its task as soon
+/// as a check fails or goes unanswered for one interval, so its task is gone at most two
+/// heartbeats after its session ended. When the server ends a leader's session (terminated,
+/// crashed, a cut network noticed), the next candidate is granted the lock at once, so it waits
+/// a [grace period](Leader::grace) (two heartbeats, plus a little) before starting its task.
+///
+/// A leader that [steps down](Leadership::step_down) drops its task, then says so (a `NOTIFY`
+/// to the candidates), then unlocks: the candidate granted the lock reads that it was a clean
+/// hand-over and starts at once, with no grace period. Use the same heartbeat (or grace) on
+/// every replica.
+#[derive(Clone, Debug)]
+pub struct Leader {
+    id: LockId,
+    heartbeat: Duration,
+    grace: Option<Duration>,
+}
+
+/// Where a campaign stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Waiting for the lock (or connecting to wait for it).
+    Campaigning,
+    /// Holding the lock, waiting out the grace period before the task starts (the previous
+    /// leader did not hand over cleanly, so its task may still be running).
+    Waiting,
+    /// Leading: the task runs. `clean` says whether the previous leader handed over cleanly
+    /// (so no grace period was waited).
+    Leading {
+        /// Whether the previous leader stepped down and said so.
+        clean: bool,
+    },
+    /// Stepped down, or stopped: no longer campaigning.
+    Stopped,
+}
+
+impl Leader {
+    /// How often the leader checks its session (default 1 s). Each check is a `SELECT 1` that
+    /// must be answered within one interval; it also keeps the session from looking idle to
+    /// `idle_session_timeout` and reapers.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval.max(crate::MIN_HEARTBEAT);
+        self
+    }
+
+    /// How long a new leader waits before starting its task when the previous leader did not
+    /// hand over cleanly. Default: twice the heartbeat plus 100 ms, the longest the previous
+    /// leader's task can outlive its session if it used the same heartbeat.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = Some(grace);
+        self
+    }
+
+    fn grace_period(&self) -> Duration {
+        self.grace
+            .unwrap_or(2 * self.heartbeat + Duration::from_millis(100))
+    }
+
+    /// Campaign, with a connection made from `pool`'s settings, and run `task()` whenever this
+    /// process leads: started when leadership is won, dropped (at its pending `.await`) when
+    /// it is lost, started again on re-election. A task that returns by itself leaves the
+    /// leadership held until it is lost or stepped down.
+    ///
+    /// Campaigning goes on in a task spawned on the current tokio runtime until
+    /// [`step_down`](Leadership::step_down) or the [`Leadership`] is dropped. Connection
+    /// failures are retried every heartbeat, and logged.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn run<F, Fut>(self, pool: &PgPool, task: F) -> Leadership
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (status, watching) = watch::channel(Status::Campaigning);
+        let (stop, stopped) = oneshot::channel();
+        let campaign = tokio::spawn(campaign(self, pool.clone(), task, status, stopped));
+        Leadership {
+            status: watching,
+            stop: Some(stop),
+            campaign: Some(campaign),
+        }
+    }
+}
+
+/// A campaign in a leader election: whether this process leads, and the way to step down.
+/// Dropping it stops campaigning too, but abruptly (the task is dropped and the connection
+/// closed, so the next leader waits out the grace period): prefer
+/// [`step_down`](Leadership::step_down).
+pub struct Leadership {
+    status: watch::Receiver<Status>,
+    stop: Option<oneshot::Sender<()>>,
+    campaign: Option<JoinHandle<()>>,
+}
+
+impl Leadership {
+    /// Whether this process leads now (its task runs).
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.status.borrow(), Status::Leading { .. })
+    }
+
+    /// Where the campaign stands now.
+    pub fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// A receiver that sees every change of [`Status`] (`changed().await`).
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Step down at once and cleanly, and stop campaigning: the task is dropped, the other
+    /// candidates are told, and the lock is released, so the next leader starts without a
+    /// grace period. Returns once all that is done.
+    pub async fn step_down(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(campaign) = self.campaign.take() {
+            let _ = campaign.await;
+        }
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        if let Some(campaign) = self.campaign.take() {
+            campaign.abort();
+        }
+    }
+}
+
+/// The channel candidates for `key` listen on.
+fn channel(key: AdvisoryKey) -> String {
+    let (classid, objid) = key.to_pg_locks_id();
+    format!(
+        "pglock_leader_{classid}_{objid}_{}",
+        key.pg_locks_objsubid()
+    )
+}
+
+async fn campaign<F, Fut>(
+    leader: Leader,
+    pool: PgPool,
+    mut task: F,
+    status: watch::Sender<Status>,
+    mut stop: oneshot::Receiver<()>,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        status.send_replace(Status::Campaigning);
+        let term = match race(elect(&leader, &pool), &mut stop).await {
+            First(term) => term,
+            Second(_) => break,
+        };
+        let mut term = match term {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(lock = %leader.id, %error, "pglock: leader election: campaigning failed; retrying");
+                match race(tokio::time::sleep(leader.heartbeat), &mut stop).await {
+                    First(()) => continue,
+                    Second(_) => break,
+                }
+            }
+        };
+        if !term.clean {
+            status.send_replace(Status::Waiting);
+            let grace = leader.grace_period();
+            let waited = match race(term.watch(leader.heartbeat, grace), &mut stop).await {
+                First(watched) => Some(watched),
+                Second(_) => None,
+            };
+            match waited {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(lock = %leader.id, %error, "pglock: leader election: lost the lock during the grace period");
+                    continue;
+                }
+                None => {
+                    term.step_down().await;
+                    break;
+                }
+            }
+        }
+        status.send_replace(Status::Leading { clean: term.clean });
+        let mut running = Some(tokio::spawn(task()));
+        let ended = match race(term.watch(leader.heartbeat, Duration::MAX), &mut stop).await {
+            First(lost) => Err(lost),
+            Second(_) => Ok(()),
+        };
+        // The task goes first, whatever happened: no leader's task outlives its leadership.
+        if let Some(running) = running.take() {
+            running.abort();
+            let _ = running.await;
+        }
+        match ended {
+            Ok(()) => {
+                term.step_down().await;
+                break;
+            }
+            Err(lost) => {
+                let error = lost.err();
+                tracing::warn!(lock = %leader.id, error = ?error, "pglock: leader election: leadership lost; campaigning again");
+            }
+        }
+    }
+    status.send_replace(Status::Stopped);
+}
+
+/// One term of leadership: the connection holding the lock.
+struct Term {
+    listener: PgListener,
+    key: AdvisoryKey,
+    id: LockId,
+    pid: i32,
+    /// Whether the previous leader handed over cleanly.
+    clean: bool,
+}
+
+/// Connect, listen for hand-overs, wait for the lock, and read how the previous leader left.
+async fn elect(leader: &Leader, pool: &PgPool) -> Result<Term, Error> {
+    let key = leader.id.key();
+    let channel = channel(key);
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.ignore_pool_close_event(true);
+    listener.listen(&channel).await?;
+    // Wait as long as it takes, whatever the role's lock_timeout; and (Postgres 14+) let the
+    // server notice within 50 ms if this process goes away while waiting.
+    let (pid, standby): (i32, bool) = sqlx::query_as(
+        "SELECT pg_backend_pid(), pg_is_in_recovery() FROM \
+         (SELECT set_config('lock_timeout', '0', false)) AS s",
+    )
+    .fetch_one(&mut listener)
+    .await?;
+    if standby {
+        return Err(Error::Standby {
+            lock: leader.id.clone(),
+        });
+    }
+    if let Ok(check) = sqlx::query("SET client_connection_check_interval = '50ms'")
+        .execute(&mut listener)
+        .await
+    {
+        let _ = check;
+    }
+    // The leader now, if any: the one whose hand-over would count.
+    let mut previous = holder(&mut listener, key).await?;
+    let statement = match key {
+        AdvisoryKey::BigInt(_) => "SELECT pg_advisory_lock($1)",
+        AdvisoryKey::Pair(..) => "SELECT pg_advisory_lock($1, $2)",
+    };
+    bind_key(sqlx::query(AssertSqlSafe(statement)), key)
+        .execute(&mut listener)
+        .await?;
+    // The notifications sent while waiting reach this connection when it next goes idle:
+    // one more round trip, and they are buffered.
+    sqlx::query("SELECT 1").execute(&mut listener).await?;
+    let mut clean = false;
+    while let Ok(Ok(Some(notice))) = tokio::time::timeout(Duration::ZERO, listener.try_recv()).await
+    {
+        if notice.process_id() as i32 == pid {
+            continue;
+        }
+        let (what, who) = notice.payload().split_once(':').unwrap_or(("", ""));
+        let who: Option<i32> = who.parse().ok();
+        match what {
+            "won" => {
+                previous = who;
+                clean = false;
+            }
+            "down" if who.is_some() && who == previous => clean = true,
+            _ => {}
+        }
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(&channel)
+        .bind(format!("won:{pid}"))
+        .execute(&mut listener)
+        .await?;
+    Ok(Term {
+        listener,
+        key,
+        id: leader.id.clone(),
+        pid,
+        clean,
+    })
+}
+
+/// The backend holding `key`, if any.
+async fn holder(listener: &mut PgListener, key: AdvisoryKey) -> Result<Option<i32>, Error> {
+    let (classid, objid) = key.to_pg_locks_id();
+    Ok(sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = $3",
+    )
+    .bind(i64::from(classid))
+    .bind(i64::from(objid))
+    .bind(key.pg_locks_objsubid())
+    .fetch_optional(listener)
+    .await?)
+}
+
+impl Term {
+    /// Check the session every `every` for `for_at_most`: `Ok` when that time is up, the loss
+    /// otherwise (then the connection is left to close).
+    async fn watch(&mut self, every: Duration, for_at_most: Duration) -> Result<(), Error> {
+        let until = Instant::now().checked_add(for_at_most);
+        let mut beats = tokio::time::interval_at(Instant::now() + every, every);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next = beats.tick();
+            match until {
+                Some(until) => {
+                    if let Second(()) = race(next, tokio::time::sleep_until(until)).await {
+                        return Ok(());
+                    }
+                }
+                None => {
+                    next.await;
+                }
+            }
+            let beat = sqlx::query("SELECT 1").execute(&mut self.listener);
+            let source = match tokio::time::timeout(every, beat).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(source)) => source,
+                Err(_) => sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the heartbeat got no reply within {every:?}"),
+                )),
+            };
+            return Err(Error::Lost {
+                lock: self.id.clone(),
+                source,
+            });
+        }
+    }
+
+    /// Say this leader's task has stopped, then release the lock.
+    async fn step_down(mut self) {
+        let said = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel(self.key))
+            .bind(format!("down:{}", self.pid))
+            .execute(&mut self.listener)
+            .await;
+        let statement = match self.key {
+            AdvisoryKey::BigInt(_) => "SELECT pg_advisory_unlock($1)",
+            AdvisoryKey::Pair(..) => "SELECT pg_advisory_unlock($1, $2)",
+        };
+        let unlocked = bind_key(sqlx::query(AssertSqlSafe(statement)), self.key)
+            .execute(&mut self.listener)
+            .await;
+        if let Err(error) = said.and(unlocked) {
+            tracing::warn!(lock = %self.id, %error, "pglock: leader election: stepping down cleanly failed; the lock goes with the session");
+        }
+    }
+}
