@@ -62,6 +62,14 @@
 //! * [`prioritize`](fn@prioritize) runs code while a background task ends the sessions that
 //!   block it.
 //!
+//! # Jobs, singletons, lock loss
+//! * [`Advisory::run`] runs a future under the lock on a connection pglock owns, checked by a
+//!   [heartbeat](Advisory::heartbeat): when the holding session is gone the future is dropped
+//!   and the call returns [`Error::Lost`] (see [Lock loss](Advisory#lock-loss)).
+//! * [`Advisory::min_hold`] keeps a lock past a short body, so replicas whose schedules fire a
+//!   little apart run a job once per tick; [`drain`] releases such locks on shutdown.
+//! * [`leader`] elects one replica to run a task, and hands over in milliseconds when it goes.
+//!
 //! # Inspecting locks
 //! [`locks`] and [`blocked_locks`] list `pg_locks` joined to `pg_stat_activity` as typed rows
 //! (advisory locks with their decoded key, and the `/*pga_context=...*/` comment that

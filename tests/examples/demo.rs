@@ -19,6 +19,8 @@ async fn main() -> Result<(), Error> {
     ids_django_agrees_with(&db).await?;
     a_transaction_level_lock(&db).await?;
     a_dropped_wait_leaves_nothing_behind(&db).await?;
+    a_staggered_schedule_runs_once(&db).await?;
+    a_leader_killed_and_replaced(&db).await?;
     Ok(())
 }
 
@@ -172,5 +174,99 @@ async fn a_dropped_wait_leaves_nothing_behind(db: &TestDb) -> Result<(), Error> 
     .await?;
     println!("   sessions still waiting on the server: {waiting}");
     held.release().await?;
+    Ok(())
+}
+
+/// A short job whose replicas' schedulers fire a little apart: `min_hold` keeps the lock past
+/// the body, so the late replica skips instead of running the job again.
+#[pglock::advisory("hourly-report", timeout = "0s", side_effect = Skip, min_hold = "2s")]
+async fn hourly_report(pool: &PgPool) -> Option<()> {
+    let _ = pool;
+    Some(())
+}
+
+async fn a_staggered_schedule_runs_once(db: &TestDb) -> Result<(), Error> {
+    println!("\n7. A 1 ms job; the second replica's scheduler fires 300 ms after the first:");
+    let (first, second) = (db.pool_with(2).await, db.pool_with(2).await);
+    let started = Instant::now();
+    let ran = hourly_report(&first).await.is_some();
+    println!(
+        "   replica 1: {} (returned after {} ms; the lock is held on for min_hold)",
+        if ran { "ran the job" } else { "skipped" },
+        started.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ran = hourly_report(&second).await.is_some();
+    println!(
+        "   replica 2: {}",
+        if ran { "ran the job again" } else { "skipped: the job already ran this tick" }
+    );
+    pglock::drain().await;
+    Ok(())
+}
+
+/// A singleton: three replicas campaign, one leads; its session is killed, another takes over.
+async fn a_leader_killed_and_replaced(db: &TestDb) -> Result<(), Error> {
+    println!("\n8. Three replicas campaign to run the outbox relay:");
+    let mut replicas = Vec::new();
+    for replica in 1..=3 {
+        let pool = db.pool_with(1).await;
+        let leadership = pglock::leader("outbox-relay")
+            .heartbeat(Duration::from_millis(200))
+            .run(&pool, move || async move {
+                println!("   replica {replica}: leads; relaying the outbox");
+                std::future::pending::<()>().await;
+            });
+        replicas.push(leadership);
+    }
+    let leader = loop {
+        if let Some(i) = replicas.iter().position(|r| r.is_leader()) {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let pid: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND objid = $1::int8::oid",
+    )
+    .bind(i64::from(advisory_id("outbox-relay").1))
+    .fetch_one(db.pool())
+    .await?;
+    let killed = Instant::now();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(db.pool())
+        .await?;
+    println!("   replica {}'s session is terminated", leader + 1);
+    let next = loop {
+        if let Some(i) = replicas.iter().position(|r| r.is_leader())
+            && i != leader
+        {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "   replica {} took over {} ms later (after a grace period of two heartbeats, so the \
+         two relays never overlapped)",
+        next + 1,
+        killed.elapsed().as_millis()
+    );
+    let stepped = Instant::now();
+    replicas.remove(next).step_down().await;
+    let after = loop {
+        if let Some(i) = replicas.iter().position(|r| r.is_leader()) {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    println!(
+        "   it steps down cleanly; another took over {} ms later",
+        stepped.elapsed().as_millis()
+    );
+    let _ = after;
+    for replica in replicas {
+        replica.step_down().await;
+    }
     Ok(())
 }
