@@ -113,7 +113,9 @@ mod timeout;
 mod unwind;
 mod wait;
 
-pub use advisory::{Advisory, AdvisoryGuard, DEFAULT_HEARTBEAT, MIN_HEARTBEAT, advisory, drain};
+pub use advisory::{
+    Advisory, AdvisoryGuard, DEFAULT_HEARTBEAT, LossSignal, MIN_HEARTBEAT, advisory, drain,
+};
 pub use default_pool::{default_pool, set_default_pool};
 pub use error::{Error, LockTarget};
 pub use handle::{Db, Session};

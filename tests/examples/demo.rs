@@ -199,7 +199,11 @@ async fn a_staggered_schedule_runs_once(db: &TestDb) -> Result<(), Error> {
     let ran = hourly_report(&second).await.is_some();
     println!(
         "   replica 2: {}",
-        if ran { "ran the job again" } else { "skipped: the job already ran this tick" }
+        if ran {
+            "ran the job again"
+        } else {
+            "skipped: the job already ran this tick"
+        }
     );
     pglock::drain().await;
     Ok(())

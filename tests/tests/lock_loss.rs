@@ -221,3 +221,41 @@ async fn a_held_lock_outlives_idle_session_timeout() {
         "released at the end"
     );
 }
+
+/// A body that must finish a step cleanly is told of the loss instead of being dropped, and the
+/// call then returns the loss.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notified_body_finishes_its_step_and_the_call_returns_lost() {
+    let db = TestDb::new().await;
+    let pool = db.pool_with(2).await;
+    let finished = Arc::new(AtomicBool::new(false));
+    let call = tokio::spawn({
+        let finished = finished.clone();
+        async move {
+            pglock::advisory("notified-run")
+                .heartbeat(Duration::from_millis(100))
+                .run_notified(&pool, |mut lost| async move {
+                    assert!(!lost.is_lost());
+                    lost.lost().await;
+                    // The step in hand completes; the lock is gone by now.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    finished.store(true, Ordering::SeqCst);
+                    Ok::<_, Error>(())
+                })
+                .await
+        }
+    });
+    let holder = holder_of(db.pool(), "notified-run").await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the body was told")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(error, Error::Lost { .. }), "{error:?}");
+    assert!(finished.load(Ordering::SeqCst), "the body ran to its end");
+}

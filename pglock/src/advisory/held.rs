@@ -1,6 +1,8 @@
 //! An advisory lock as the state of a scope entered on a handle (see `crate::scope`): what the
 //! attributes hold while the function's body runs.
 
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
@@ -98,10 +100,62 @@ impl Advisory {
         }
     }
 
+    /// Like [`run`](Advisory::run), but a body that must finish a step cleanly is told of the
+    /// loss instead of being dropped: it gets a [`LossSignal`] to check (`is_lost()`) or await
+    /// (`lost().await`), runs to its end, and then the call returns [`Error::Lost`] (or the
+    /// body's own error, if it failed). Without a heartbeat (a borrowed connection, or
+    /// `heartbeat(None)`), the signal never fires.
+    ///
+    /// ```no_run
+    /// # async fn relay_batch() -> Result<bool, pglock::Error> { Ok(false) }
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// pglock::advisory("outbox-relay")
+    ///     .run_notified(pool, |lost| async move {
+    ///         // Finish the batch in hand, and stop between batches once the lock is gone.
+    ///         while !lost.is_lost() && relay_batch().await? {}
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run`](Advisory::run).
+    ///
+    /// # Cancel safety
+    /// As [`scope`](Advisory::scope).
+    pub async fn run_notified<'c, T, E, F>(
+        self,
+        db: impl Db<'c>,
+        body: impl FnOnce(LossSignal) -> F,
+    ) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        let (signal, watching) = tokio::sync::watch::channel(false);
+        let run = self.enter_and_run(db, Some(signal), |_| body(LossSignal(watching)), false);
+        match run.await {
+            Ok(Some(out)) => out,
+            Ok(None) => unreachable!("only skips when asked to"),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     async fn run_core<'c, T, E>(
         self,
         db: impl Db<'c>,
         body: impl Future<Output = Result<T, E>>,
+        skip: bool,
+    ) -> Result<Option<Result<T, E>>, Error> {
+        self.enter_and_run(db, None, |_| body, skip).await
+    }
+
+    async fn enter_and_run<'c, T, E, F: Future<Output = Result<T, E>>>(
+        self,
+        db: impl Db<'c>,
+        notify: Option<tokio::sync::watch::Sender<bool>>,
+        body: impl FnOnce(()) -> F,
         skip: bool,
     ) -> Result<Option<Result<T, E>>, Error> {
         let mut scope = match Scope::enter(self, db.into_handle()).await {
@@ -110,7 +164,10 @@ impl Advisory {
             Err(error) => return Err(error),
         };
         let (_, held) = scope.split();
-        let outcome = held.run(body).await;
+        if let Some(signal) = notify {
+            held.notify = Some((signal, None));
+        }
+        let outcome = held.run(body(())).await;
         scope.exit(outcome, Result::is_err).await.map(Some)
     }
 
@@ -158,6 +215,24 @@ pub(super) async fn end_transaction(
     Ok(())
 }
 
+/// Tells a body run with [`Advisory::run_notified`] that its lock was lost.
+#[derive(Clone, Debug)]
+pub struct LossSignal(tokio::sync::watch::Receiver<bool>);
+
+impl LossSignal {
+    /// Whether the heartbeat has found the lock's session gone.
+    pub fn is_lost(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Wait until the heartbeat finds the lock's session gone (forever, if it never does).
+    pub async fn lost(&mut self) {
+        if self.0.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// An advisory lock held by a scope.
 pub struct AdvisoryHeld {
     on: On,
@@ -167,6 +242,9 @@ pub struct AdvisoryHeld {
     heartbeat: Option<Duration>,
     /// Whether the heartbeat found the session gone (or left a check unanswered).
     lost: bool,
+    /// Set for a body told of the loss rather than stopped: the signal, and the loss once seen
+    /// (the scope's result when the body ends).
+    notify: Option<(tokio::sync::watch::Sender<bool>, Option<Error>)>,
 }
 
 /// Where the lock lives.
@@ -188,6 +266,7 @@ impl AdvisoryHeld {
             min_hold: lock.min_hold,
             heartbeat: lock.heartbeat,
             lost: false,
+            notify: None,
         }
     }
 
@@ -235,13 +314,31 @@ impl Held for AdvisoryHeld {
         let (On::Owned(guard), Some(every)) = (&mut self.on, self.heartbeat) else {
             return Ok(body.await);
         };
-        match race(body, Self::watch(guard, every)).await {
-            First(out) => Ok(out),
-            Second(lost) => {
-                self.lost = true;
-                Err(lost)
+        let Some((signal, seen)) = &mut self.notify else {
+            return match race(body, Self::watch(guard, every)).await {
+                First(out) => Ok(out),
+                Second(lost) => {
+                    self.lost = true;
+                    Err(lost)
+                }
+            };
+        };
+        // The body is told, and runs to its end: the loss is the result after it.
+        let (mut body, mut watch) = (pin!(body), pin!(Self::watch(guard, every)));
+        let out = std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = body.as_mut().poll(cx) {
+                return Poll::Ready(out);
             }
-        }
+            if seen.is_none()
+                && let Poll::Ready(lost) = watch.as_mut().poll(cx)
+            {
+                signal.send_replace(true);
+                *seen = Some(lost);
+            }
+            Poll::Pending
+        })
+        .await;
+        Ok(out)
     }
 
     fn describe(&self) -> String {
@@ -255,9 +352,12 @@ impl Held for AdvisoryHeld {
 
     async fn end<H: Site>(self, site: &mut H, body_failed: bool) -> Result<(), Error> {
         // Its session is gone, or its connection was left mid-statement: close it (dropping
-        // the guard does). The loss was the scope's result already.
+        // the guard does). The loss was the scope's result already, or is now.
         if self.lost {
             return Ok(());
+        }
+        if let Some((_, Some(lost))) = self.notify {
+            return Err(lost);
         }
         let left = self.left_to_hold();
         let (what, heartbeat) = (self.describe(), self.heartbeat);

@@ -15,6 +15,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
 
 pub use guard::AdvisoryGuard;
+pub use held::LossSignal;
 pub use linger::drain;
 
 use guard::State;
@@ -120,12 +121,17 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
 ///   cut: before the server can have freed the lock whenever two intervals are shorter than the
 ///   server's (or the network's) own limit. That is what the default of 2 s is chosen for.
 ///
+/// A body that must finish a step cleanly rather than stop mid-way can ask to be told instead:
+/// [`run_notified`](Advisory::run_notified) gives it a [`LossSignal`](crate::LossSignal) and
+/// returns the loss after the body ends.
+///
 /// **Where the body uses the holding connection** ([`scope`](Advisory::scope) and
 /// [`acquire`](Advisory::acquire)'s guard, and every borrowed connection), no heartbeat can share
 /// it: a check sent while the body's statement is in flight would read the body's answer. There
 /// the body's own statements fail once the session is gone, and
 /// [`release`](AdvisoryGuard::release) reports [`Error::Lost`]. Use [`run`](Advisory::run) (or
-/// the attribute) for long bodies that must stop when the lock is lost.
+/// the attribute) for long bodies that must stop when the lock is lost. A guard offers no
+/// `lost()` watch for the same reason: it lends its connection through `Deref` at any moment.
 ///
 /// # Hot standbys
 /// An advisory lock lives in the memory of the server it is taken on. On a hot standby (a read
