@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::advisory::bind_key;
+use crate::advisory::{beat, bind_key};
 use crate::race::{Either::*, race};
 use crate::{AdvisoryKey, Error, LockId};
 
@@ -374,19 +374,12 @@ impl Term {
                     next.await;
                 }
             }
-            let beat = sqlx::query("SELECT 1").execute(&mut self.listener);
-            let source = match tokio::time::timeout(every, beat).await {
-                Ok(Ok(_)) => continue,
-                Ok(Err(source)) => source,
-                Err(_) => sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the heartbeat got no reply within {every:?}"),
-                )),
-            };
-            return Err(Error::Lost {
-                lock: self.id.clone(),
-                source,
-            });
+            if let Err(source) = beat(&mut self.listener, every).await {
+                return Err(Error::Lost {
+                    lock: self.id.clone(),
+                    source,
+                });
+            }
         }
     }
 

@@ -5,11 +5,12 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgPool};
 use tokio::time::Instant;
 
 use super::guard::{AdvisoryGuard, Forgotten};
 use super::linger::{self, Lingering};
+use super::session::{beat, end_transaction};
 use crate::handle::{CloseUnlessKept, Conn};
 use crate::race::{Either::*, race};
 use crate::scope::{Held, Kind, Scope, Site};
@@ -203,18 +204,6 @@ impl Advisory {
     }
 }
 
-/// Commit (or roll back) the transaction pglock opened on a connection it owns.
-pub(super) async fn end_transaction(
-    owned: &mut CloseUnlessKept,
-    commit: bool,
-) -> Result<(), Error> {
-    let statement = if commit { "COMMIT" } else { "ROLLBACK" };
-    sqlx::raw_sql(AssertSqlSafe(statement))
-        .execute(owned.conn())
-        .await?;
-    Ok(())
-}
-
 /// Tells a body run with [`Advisory::run_notified`] that its lock was lost.
 #[derive(Clone, Debug)]
 pub struct LossSignal(tokio::sync::watch::Receiver<bool>);
@@ -278,7 +267,7 @@ impl AdvisoryHeld {
         beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             beats.tick().await;
-            if let Err(source) = beat(guard, every).await {
+            if let Err(source) = beat(&mut **guard, every).await {
                 return Error::Lost {
                     lock: guard.id().clone(),
                     source,
@@ -291,17 +280,6 @@ impl AdvisoryHeld {
     fn left_to_hold(&self) -> Option<Duration> {
         let left = self.min_hold?.checked_sub(self.since.elapsed())?;
         (!left.is_zero()).then_some(left)
-    }
-}
-
-/// One heartbeat: a `SELECT 1` on the holding connection, answered within `limit`.
-pub(super) async fn beat(conn: &mut PgConnection, limit: Duration) -> Result<(), sqlx::Error> {
-    match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(conn)).await {
-        Ok(done) => done.map(drop),
-        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("the heartbeat got no reply within {limit:?}"),
-        ))),
     }
 }
 

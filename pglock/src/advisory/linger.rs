@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::guard::AdvisoryGuard;
-use super::held::{beat, end_transaction};
+use super::session::{beat, end_transaction};
 use crate::Error;
 use crate::handle::CloseUnlessKept;
 use crate::race::{Either::*, race};

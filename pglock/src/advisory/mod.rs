@@ -4,6 +4,8 @@ mod guard;
 mod held;
 mod linger;
 mod orphan;
+mod session;
+pub(crate) use session::beat;
 mod sql;
 
 use std::borrow::Cow;

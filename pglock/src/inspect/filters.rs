@@ -2,16 +2,10 @@
 
 use std::time::Duration;
 
-use sqlx::Postgres;
-use sqlx::postgres::PgArguments;
-use sqlx::query::Query;
-
+pub(super) use super::lookup::Bound;
 use super::lookup::{Conditions, FilterValue, Lookups};
 use crate::table::{IntoTables, ParseTableNameError, TableName};
 use crate::{Error, LockId, LockMode};
-
-/// A statement with its parameters bound so far.
-pub(super) type Bound<'q> = Query<'q, Postgres, PgArguments>;
 
 /// The filters of `sql::ctes` (`$1`..`$13`, then the field lookups). `None`: no filter. A list that is `Some` but empty
 /// matches nothing, so that an empty list of pids, say, never means "every backend".

@@ -9,8 +9,14 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::filters::Bound;
+use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+
 use crate::Error;
+
+/// A statement with its parameters bound so far.
+pub(super) type Bound<'q> = Query<'q, Postgres, PgArguments>;
 
 /// What kind of value a field holds, and so what a filter on it takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
