@@ -248,16 +248,20 @@ const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 /// Whether `error` says the session is gone: cut off (I/O, protocol), or ended by the server
 /// (SQLSTATE class 57, operator intervention: 57P01 terminated, 57P02 crash, ...; class 08,
-/// connection exception).
+/// connection exception). Not 57014 (`query_canceled`): a cancelled statement or a
+/// `statement_timeout` ends the statement, and the session lives on.
 pub(crate) fn session_gone(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            (code.starts_with("57") && code != QUERY_CANCELED) || code.starts_with("08")
+        }),
         _ => false,
     }
 }
+
+/// `query_canceled`: a statement ended by a cancel request or `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
 
 /// The SQLSTATE of a database error, if it is one.
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {

@@ -1,5 +1,5 @@
 //! The `pglock` executable (package `pglock-cli`), built once per test process, for the tests
-//! that run the real command (`cli_top.rs`; `cli.rs` has the same function of its own).
+//! that run the real command (`cli.rs`, `cli_connect.rs`, `cli_top.rs`).
 //!
 //! `CARGO_BIN_EXE_pglock` only exists for the tests of the package that has the binary, so
 //! this asks cargo, which builds it if it is missing or stale and names the file in its JSON
@@ -15,12 +15,11 @@ use std::sync::OnceLock;
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(&cargo)
+        let output = without_crate_variables(Command::new(&cargo))
             .args(["build", "--workspace", "--tests", "--bin", "pglock"])
             .arg("--message-format=json-render-diagnostics")
-            .current_dir(workspace)
+            .current_dir(workspace())
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("running {cargo:?} to build the pglock command: {e}"));
@@ -47,4 +46,37 @@ pub fn binary() -> &'static Path {
             })
             .unwrap_or_else(|| panic!("cargo named no pglock executable in:\n{stdout}"))
     })
+}
+
+/// `command` without the variables cargo sets for the crate under test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`, ...). Some build scripts (ring's) rerun when those change, so a cargo run
+/// from a test would otherwise rebuild ring and everything above it (minutes) on every run, and
+/// again for the next build from a shell.
+pub fn without_crate_variables(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_crate = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&name.as_ref())
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_");
+        if per_crate {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
+/// The workspace's root directory.
+pub fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
