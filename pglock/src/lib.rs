@@ -112,9 +112,17 @@ pub use inspect::{
 };
 pub use key::{AdvisoryKey, LockId, advisory_id};
 pub use mode::{LockMode, ParseLockModeError};
-pub use prioritize::{Prioritize, Signal, prioritize};
+pub use prioritize::{Prioritize, PrioritizeReport, Signal, Signalled, prioritize};
 pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_table};
-pub use timeout::{LockTimeout, timeout};
+pub use timeout::{
+    IdleInTransactionTimeout, LockTimeout, StatementTimeout, Timeout, TransactionTimeout,
+    idle_in_transaction_session_timeout, statement_timeout, timeout, transaction_timeout,
+};
+
+/// The Postgres settings a [`Timeout`] scope can set, as types.
+pub mod setting {
+    pub use crate::timeout::{IdleInTransaction, Lock, Setting, Statement, Transaction};
+}
 pub use wait::Wait;
 
 #[doc = include_str!("../docs/advisory.md")]

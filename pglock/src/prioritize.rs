@@ -1,5 +1,7 @@
 //! Prioritizing a session by ending whatever blocks it (django-pglock's `pglock.prioritize`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::{ConnectOptions, PgConnection, PgPool};
@@ -55,6 +57,10 @@ pub fn prioritize() -> Prioritize {
         older_than: None,
         timeout: None,
         watcher: None,
+        dry_run: false,
+        cancel_first: None,
+        roots_only: false,
+        report: None,
     }
 }
 
@@ -67,6 +73,10 @@ pub struct Prioritize {
     older_than: Option<Duration>,
     timeout: Option<LockTimeout>,
     watcher: Option<PgPool>,
+    dry_run: bool,
+    cancel_first: Option<Duration>,
+    roots_only: bool,
+    report: Option<PrioritizeReport>,
 }
 
 impl Prioritize {
@@ -111,6 +121,62 @@ impl Prioritize {
     pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
         self.timeout = Some(crate::timeout(limit));
         self
+    }
+
+    /// Rehearse: look for blockers as a real run would, and report (in `tracing`, target
+    /// `pglock`, and to a [`report`](Prioritize::report)) the sessions it would have signalled
+    /// and how, without signalling any. With [`cancel_first`](Prioritize::cancel_first), a
+    /// blocker still there after the grace period is reported as one it would have terminated.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Cancel a blocker's statement first, and terminate its session only if it still blocks
+    /// `grace` after the cancel (a session idle in a transaction is not freed by a cancel; a
+    /// long query usually is, and its session survives).
+    pub fn cancel_first(mut self, grace: Duration) -> Self {
+        self.cancel_first = Some(grace);
+        self
+    }
+
+    /// Signal only the blockers that are not waiting for a lock themselves (the roots of the
+    /// queue). A session that waits is usually another migration or the application's own
+    /// queue behind the real culprit; it goes on once the root is gone.
+    pub fn roots_only(mut self, roots_only: bool) -> Self {
+        self.roots_only = roots_only;
+        self
+    }
+
+    /// Record every session the scope signals (or, in a [`dry_run`](Prioritize::dry_run), would
+    /// signal) in `report`, which the caller keeps a clone of.
+    ///
+    /// ```no_run
+    /// # async fn rehearse(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .timeout(std::time::Duration::from_secs(3))
+    ///     .watcher(pool)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await
+    ///     .ok();
+    /// println!("would have signalled {:?}", report.pids());
+    /// # Ok(()) }
+    /// ```
+    pub fn report(mut self, report: &PrioritizeReport) -> Self {
+        self.report = Some(report.clone());
+        self
+    }
+
+    /// Whether a watcher pool was given.
+    pub(crate) fn has_watcher(&self) -> bool {
+        self.watcher.is_some()
     }
 
     /// The pool whose connection settings the background task connects with. It opens one
@@ -260,32 +326,71 @@ impl Drop for Watcher {
     }
 }
 
-/// End blockers of `$1` that pass the filters, with `$signal`, and return those actually
-/// signalled. The candidates are materialized first, so no signal is sent before every filter
-/// applied.
-macro_rules! signal_blockers {
-    ($signal:literal) => {
-        concat!(
-            "WITH blockers AS MATERIALIZED (
-                SELECT DISTINCT b.pid
-                FROM unnest(pg_blocking_pids($1)) AS b(pid)
-                JOIN pg_stat_activity a ON a.pid = b.pid
-                WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
-                  AND ($2::float8 IS NULL
-                       OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
-            SELECT pid FROM blockers WHERE ",
-            $signal,
-            "(pid) ORDER BY pid"
-        )
-    };
-}
+/// What prioritize did, or in a dry run would have done, to the sessions blocking its scope: a
+/// shared record (clones share it) to give to [`Prioritize::report`] and read after the scope.
+#[derive(Clone, Debug, Default)]
+pub struct PrioritizeReport(Arc<Mutex<Vec<Signalled>>>);
 
-fn signal_sql(signal: Signal) -> &'static str {
-    match signal {
-        Signal::Terminate => signal_blockers!("pg_terminate_backend"),
-        Signal::Cancel => signal_blockers!("pg_cancel_backend"),
+impl PrioritizeReport {
+    /// An empty report.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every signal, in the order they were sent (or would have been).
+    pub fn signals(&self) -> Vec<Signalled> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The pids signalled (or that would have been), each once, in ascending order.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.signals().iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    fn push(&self, signalled: Signalled) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(signalled);
     }
 }
+
+/// One blocking session prioritize signalled, or in a dry run would have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Signalled {
+    /// The blocker's backend pid.
+    pub pid: i32,
+    /// How it was (or would have been) ended.
+    pub signal: Signal,
+    /// Whether this was a rehearsal: nothing was sent.
+    pub dry_run: bool,
+}
+
+/// The blockers of `$1` that pass the filters (`$2`: minimum age in seconds; `$3`: only those not
+/// waiting themselves), each with whether it is to be terminated (`$5`: all of them; `$6`: these
+/// pids) rather than cancelled; unless `$4` (a dry run), each is signalled so, and only those
+/// actually signalled are returned. The candidates are materialized first, so no signal is sent
+/// before every filter applied.
+const SIGNAL_BLOCKERS: &str = "
+    WITH blockers AS MATERIALIZED (
+        SELECT DISTINCT b.pid
+        FROM unnest(pg_blocking_pids($1)) AS b(pid)
+        JOIN pg_stat_activity a ON a.pid = b.pid
+        WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
+          AND ($2::float8 IS NULL
+               OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2)
+          AND (NOT $3 OR cardinality(pg_blocking_pids(b.pid)) = 0)),
+    decided AS MATERIALIZED (
+        SELECT pid, ($5 OR pid = ANY($6::int4[])) AS terminate FROM blockers)
+    SELECT pid, terminate FROM decided
+    WHERE CASE WHEN $4 THEN true
+               WHEN terminate THEN pg_terminate_backend(pid)
+               ELSE pg_cancel_backend(pid) END
+    ORDER BY pid";
 
 async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(), Error> {
     // The first check is due one interval after the scope began, not after the connection is
@@ -302,27 +407,83 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
         .application_name("pglock prioritize");
     let mut conn = options.connect().await?;
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
-    let mut signal_blockers_of = async |pid: i32| -> Result<Vec<i32>, Error> {
-        Ok(sqlx::query_scalar(signal_sql(settings.signal))
+    let terminate_all = settings.signal == Signal::Terminate && settings.cancel_first.is_none();
+    let dry_run = settings.dry_run;
+    let roots_only = settings.roots_only;
+    let mut signal_blockers_of = async |pid: i32, terminate: &[i32]| -> Result<Vec<(i32, bool)>, Error> {
+        Ok(sqlx::query_as(SIGNAL_BLOCKERS)
             .bind(pid)
             .bind(older_than)
+            .bind(roots_only)
+            .bind(dry_run)
+            .bind(terminate_all)
+            .bind(terminate)
             .fetch_all(&mut conn)
             .await?)
     };
     // Warm the new session up inside the first interval: the first run of the statement
     // prepares it and loads the catalogs it reads, which took longer than the check itself.
     // Blockers of pid 0 (no backend) are none, so this signals nobody.
-    signal_blockers_of(0).await?;
+    signal_blockers_of(0, &[]).await?;
+    // With `cancel_first`: when each blocker was (or in a dry run would have been) cancelled.
+    let mut cancelled: HashMap<i32, tokio::time::Instant> = HashMap::new();
     loop {
         ticks.tick().await;
-        let signalled = signal_blockers_of(protected).await?;
+        let now = tokio::time::Instant::now();
+        let overdue: Vec<i32> = match settings.cancel_first {
+            Some(grace) => cancelled
+                .iter()
+                .filter(|(_, at)| now.duration_since(**at) >= grace)
+                .map(|(pid, _)| *pid)
+                .collect(),
+            None => Vec::new(),
+        };
+        let signalled = signal_blockers_of(protected, &overdue).await?;
+        if settings.cancel_first.is_some() {
+            // Sessions no longer blocking are forgotten: a pid may come back as a new session.
+            cancelled.retain(|pid, _| signalled.iter().any(|(p, _)| p == pid));
+        }
+        for &(pid, terminate) in &signalled {
+            let signal = if terminate {
+                Signal::Terminate
+            } else {
+                Signal::Cancel
+            };
+            if settings.cancel_first.is_some() && !terminate {
+                cancelled.entry(pid).or_insert(now);
+            }
+            if let Some(report) = &settings.report {
+                report.push(Signalled {
+                    pid,
+                    signal,
+                    dry_run,
+                });
+            }
+        }
         if !signalled.is_empty() {
-            tracing::info!(
-                protected,
-                ?signalled,
-                signal = ?settings.signal,
-                "pglock: prioritize ended the sessions blocking its scope"
-            );
+            let pids: Vec<i32> = signalled.iter().map(|(pid, _)| *pid).collect();
+            let terminated: Vec<i32> = signalled
+                .iter()
+                .filter(|(_, terminate)| *terminate)
+                .map(|(pid, _)| *pid)
+                .collect();
+            if dry_run {
+                tracing::info!(
+                    target: "pglock",
+                    protected,
+                    would_signal = ?pids,
+                    would_terminate = ?terminated,
+                    "pglock: prioritize (dry run) would have ended the sessions blocking its scope"
+                );
+            } else {
+                tracing::info!(
+                    target: "pglock",
+                    protected,
+                    signalled = ?pids,
+                    terminated = ?terminated,
+                    "pglock: prioritize ended the sessions blocking its scope"
+                );
+            }
         }
         if !settings.periodic {
             return Ok(());
