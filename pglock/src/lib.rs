@@ -97,6 +97,7 @@ mod inspect;
 mod key;
 mod mode;
 mod prioritize;
+mod retry;
 mod scope;
 mod table;
 mod timeout;
@@ -113,6 +114,7 @@ pub use inspect::{
 pub use key::{AdvisoryKey, LockId, advisory_id};
 pub use mode::{LockMode, ParseLockModeError};
 pub use prioritize::{Prioritize, PrioritizeReport, Signal, Signalled, prioritize};
+pub use retry::{DEFAULT_SCHEDULE, Finally, LockTimeoutError, RetryLocks, Step, retry_locks};
 pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_table};
 pub use timeout::{
     IdleInTransactionTimeout, LockTimeout, StatementTimeout, Timeout, TransactionTimeout,
