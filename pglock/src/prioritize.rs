@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::{ConnectOptions, PgConnection, PgPool};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::scope::{Held, Kind, OneSession, Site};
@@ -297,20 +298,33 @@ impl Held for PrioritizeHeld {
     }
 }
 
+/// How long stopping waits for a check in flight before aborting it.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
+
 /// The background task; aborted if dropped before [`Watcher::stop`].
-struct Watcher(Option<JoinHandle<Result<(), Error>>>);
+struct Watcher(Option<(JoinHandle<Result<(), Error>>, oneshot::Sender<()>)>);
 
 impl Watcher {
     fn start(settings: Prioritize, pool: PgPool, protected: i32) -> Self {
-        Watcher(Some(tokio::spawn(watch(settings, pool, protected))))
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(watch(settings, pool, protected, stopped));
+        Watcher(Some((task, stop)))
     }
 
     /// Stop the task and wait until it is gone (with its connection), returning its error if it
-    /// failed.
+    /// failed. A check in flight is finished first, so that every signal sent is reported.
     async fn stop(mut self) -> Result<(), Error> {
-        let task = self.0.take().expect("stopped once");
-        task.abort();
-        match task.await {
+        let (mut task, stop) = self.0.take().expect("stopped once");
+        drop(stop);
+        // A check that does not come back (a connection that stalled) is not waited for long.
+        let ended = match tokio::time::timeout(STOP_PATIENCE, &mut task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                task.abort();
+                task.await
+            }
+        };
+        match ended {
             Ok(result) => result,
             Err(join) if join.is_cancelled() => Ok(()),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
@@ -320,7 +334,7 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
+        if let Some((task, _)) = self.0.take() {
             task.abort();
         }
     }
@@ -392,7 +406,12 @@ const SIGNAL_BLOCKERS: &str = "
                ELSE pg_cancel_backend(pid) END
     ORDER BY pid";
 
-async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(), Error> {
+async fn watch(
+    settings: Prioritize,
+    pool: PgPool,
+    protected: i32,
+    mut stopped: oneshot::Receiver<()>,
+) -> Result<(), Error> {
     // The first check is due one interval after the scope began, not after the connection is
     // made: connecting (a few ms) happens inside the first interval.
     let mut ticks = tokio::time::interval_at(
@@ -405,7 +424,10 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
         .as_ref()
         .clone()
         .application_name("pglock prioritize");
-    let mut conn = options.connect().await?;
+    let mut conn = tokio::select! {
+        conn = options.connect() => conn?,
+        _ = &mut stopped => return Ok(()),
+    };
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
     let terminate_all = settings.signal == Signal::Terminate && settings.cancel_first.is_none();
     let dry_run = settings.dry_run;
@@ -424,11 +446,19 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
     // Warm the new session up inside the first interval: the first run of the statement
     // prepares it and loads the catalogs it reads, which took longer than the check itself.
     // Blockers of pid 0 (no backend) are none, so this signals nobody.
-    signal_blockers_of(0, &[]).await?;
+    tokio::select! {
+        warmed = signal_blockers_of(0, &[]) => { warmed?; }
+        _ = &mut stopped => return Ok(()),
+    }
     // With `cancel_first`: when each blocker was (or in a dry run would have been) cancelled.
     let mut cancelled: HashMap<i32, tokio::time::Instant> = HashMap::new();
     loop {
-        ticks.tick().await;
+        // Told to stop (the sender is dropped) between checks only: a check runs to its end.
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return Ok(()),
+            _ = ticks.tick() => {}
+        }
         let now = tokio::time::Instant::now();
         let overdue: Vec<i32> = match settings.cancel_first {
             Some(grace) => cancelled
