@@ -114,7 +114,9 @@ pub use inspect::{
 pub use key::{AdvisoryKey, LockId, advisory_id};
 pub use mode::{LockMode, ParseLockModeError};
 pub use prioritize::{Prioritize, PrioritizeReport, Signal, Signalled, prioritize};
-pub use retry::{DEFAULT_SCHEDULE, Finally, LockTimeoutError, RetryLocks, Step, retry_locks};
+pub use retry::{
+    Attempts, DEFAULT_SCHEDULE, Finally, LockTimeoutError, RetryLocks, Step, retry_locks,
+};
 pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_table};
 pub use timeout::{
     IdleInTransactionTimeout, LockTimeout, StatementTimeout, Timeout, TransactionTimeout,
@@ -135,6 +137,10 @@ pub use pglock_macros::advisory;
 #[doc(inline)]
 pub use pglock_macros::timeout;
 
+#[doc = include_str!("../docs/retry_locks.md")]
+#[doc(inline)]
+pub use pglock_macros::retry_locks;
+
 #[doc = include_str!("../docs/prioritize.md")]
 #[doc(inline)]
 pub use pglock_macros::prioritize;
@@ -143,9 +149,13 @@ pub use pglock_macros::prioritize;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::attribute::{
-        Check, DefaultPool, Entered, NotAHandle, Outcome, Policy, Runner, Unchecked, default_pool,
-        duration, enter, lock_id, method_id, probe, raise, skip, watcher,
+        Again, AgainCopy, Caught, Check, DefaultPool, Entered, NotAHandle, Outcome, Policy, Runner,
+        Unchecked, default_pool, duration, enter, finally_prioritize, lock_id, method_id, probe,
+        raise, retry, retry_policy, skip, watcher,
     };
     pub use crate::unwind::catch_panic;
-    pub use crate::{Signal, Wait, advisory, prioritize, timeout};
+    pub use crate::{
+        Finally, Signal, Step, Wait, advisory, idle_in_transaction_session_timeout, prioritize,
+        retry_locks, statement_timeout, timeout, transaction_timeout,
+    };
 }

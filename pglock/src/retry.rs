@@ -235,7 +235,7 @@ impl RetryLocks {
             Handle::PoolConnection(conn) => (&mut **conn, None),
             Handle::Connection(conn) => (conn, None),
         };
-        let mut retrying = Retrying::new(policy, self, Reborrow(conn), pool);
+        let mut retrying = Retrying::new(policy, Ok(self), conn, pool);
         loop {
             let mut attempt = match retrying.next().await {
                 Ok(attempt) => attempt,
@@ -275,37 +275,59 @@ impl<T, E: From<Error> + LockTimeoutError> RetryPolicy<Result<T, E>> {
     }
 }
 
-/// A session lock-timeout retries can run attempts on, and the type its attempts lend the body.
-#[doc(hidden)]
+/// A session lock-timeout retries can run attempts on, and the type its attempts lend the body:
+/// `&mut PgConnection` (lent a `&mut PgConnection` inside each attempt's transaction) or
+/// `&mut Transaction<'_, Postgres>` (lent each attempt's savepoint, a `&mut Transaction`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run lock-timeout retries",
+    label = "#[pglock::retry_locks] runs each attempt in a transaction on one connection",
+    note = "take the connection as `&mut PgConnection` or `&mut Transaction<'_, Postgres>` \
+            (for a `PoolConnection`, pass `&mut *conn`); the body gets each attempt's \
+            transaction under the same name and type"
+)]
 pub trait Attempts {
     /// What the body gets for an attempt whose transaction is `Transaction<'t>`.
+    #[doc(hidden)]
     type Lent<'b, 't>
     where
         't: 'b;
 
     /// The connection to begin each attempt's transaction on.
+    #[doc(hidden)]
     fn connection(&mut self) -> &mut PgConnection;
 
     /// The attempt's transaction, for the body.
+    #[doc(hidden)]
     fn lend<'b, 't>(tx: &'b mut Transaction<'t, Postgres>) -> Self::Lent<'b, 't>;
 }
 
-/// A connection, lent to each attempt as `&mut PgConnection`.
-#[doc(hidden)]
-pub struct Reborrow<'h>(pub &'h mut PgConnection);
-
-impl Attempts for Reborrow<'_> {
+impl Attempts for &mut PgConnection {
     type Lent<'b, 't>
         = &'b mut PgConnection
     where
         't: 'b;
 
     fn connection(&mut self) -> &mut PgConnection {
-        self.0
+        self
     }
 
     fn lend<'b, 't>(tx: &'b mut Transaction<'t, Postgres>) -> &'b mut PgConnection {
         &mut **tx
+    }
+}
+
+impl Attempts for &mut Transaction<'_, Postgres> {
+    type Lent<'b, 't>
+        = &'b mut Transaction<'t, Postgres>
+    where
+        't: 'b;
+
+    fn connection(&mut self) -> &mut PgConnection {
+        self
+    }
+
+    fn lend<'b, 't>(tx: &'b mut Transaction<'t, Postgres>) -> &'b mut Transaction<'t, Postgres> {
+        tx
     }
 }
 
@@ -314,6 +336,8 @@ impl Attempts for Reborrow<'_> {
 pub struct Retrying<H, R> {
     policy: RetryPolicy<R>,
     settings: RetryLocks,
+    /// Why no attempt can run (settings that could not be made), returned by the first `next`.
+    refused: Option<Error>,
     handle: H,
     /// The pool the retries were given, for a final prioritize without a watcher.
     pool: Option<PgPool>,
@@ -335,13 +359,18 @@ enum Plan {
 impl<H: Attempts, R> Retrying<H, R> {
     pub(crate) fn new(
         policy: RetryPolicy<R>,
-        settings: RetryLocks,
+        settings: Result<RetryLocks, Error>,
         handle: H,
         pool: Option<PgPool>,
     ) -> Self {
+        let (settings, refused) = match settings {
+            Ok(settings) => (settings, None),
+            Err(error) => (retry_locks(), Some(error)),
+        };
         Retrying {
             policy,
             settings,
+            refused,
             handle,
             pool,
             started: Instant::now(),
@@ -360,6 +389,9 @@ impl<H: Attempts, R> Retrying<H, R> {
     /// Wait the pause the last attempt asks for, then begin the next attempt; or, when there is
     /// none left, give the function's return value (the last attempt's).
     pub async fn next(&mut self) -> Result<Attempt<'_, H, R>, R> {
+        if let Some(error) = self.refused.take() {
+            return Err((self.policy.error)(error));
+        }
         if let Some((_, delay)) = &self.timed_out {
             let delay = match self.remaining() {
                 Some(left) if left <= *delay => return Err(self.give_up("the deadline passed")),

@@ -279,3 +279,77 @@ async fn inside_a_transaction_each_attempt_is_a_savepoint() {
     // The caller's own row survived the rolled-back attempts.
     assert_eq!(applied(db.pool()).await, [n, 100]);
 }
+
+/// The attribute form: the body runs once per attempt, in the attempt's transaction, with the
+/// other arguments given to each attempt again; a timeout stacked below applies per attempt.
+#[pglock::retry_locks(
+    schedule = [("100ms", "100ms"), ("100ms", "100ms"), ("100ms", "100ms"), ("100ms", "100ms"),
+                ("100ms", "100ms"), ("100ms", "100ms"), ("100ms", "100ms"), ("100ms", "100ms")],
+    jitter = false,
+)]
+#[pglock::timeout(statement = "20s")]
+async fn add_note(
+    conn: &mut PgConnection,
+    attempts: &Mutex<Vec<(Instant, String)>>,
+    statement_timeouts: &mut Vec<String>,
+    label: &str,
+) -> Result<(), Error> {
+    statement_timeouts.push(sqlx::query_scalar("SHOW statement_timeout").fetch_one(&mut *conn).await?);
+    assert_eq!(label, "note");
+    migrate(conn, attempts).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_attribute_runs_the_body_once_per_attempt() {
+    let db = TestDb::new().await;
+    tables(&db).await;
+    let (blocking, _) = blocker(db.pool()).await;
+    let committing = tokio::spawn(async move {
+        tokio::time::sleep(ms(450)).await;
+        blocking.commit().await.unwrap();
+    });
+    let mut conn = db.connect().await;
+    let attempts = Mutex::new(Vec::new());
+    let mut statement_timeouts = Vec::new();
+    let label = String::from("note");
+    add_note(&mut conn, &attempts, &mut statement_timeouts, &label)
+        .await
+        .unwrap();
+    committing.await.unwrap();
+    let n = attempts.lock().unwrap().len();
+    assert!(n >= 2, "{n} attempts");
+    assert_eq!(statement_timeouts, vec!["20s".to_owned(); n]);
+    assert_eq!(applied(db.pool()).await, [n as i32]);
+    assert!(migrated(db.pool()).await);
+    assert_eq!(common::lock_timeout(&mut conn).await, "0");
+}
+
+/// In a caller's transaction, each attempt is lent as a savepoint under the same name and type.
+#[pglock::retry_locks(schedule = [("50ms", "10ms")], finally = Prioritize)]
+async fn add_note_or_end_the_blocker(
+    pool: &PgPool,
+    tx: &mut Transaction<'_, Postgres>,
+    attempts: &Mutex<Vec<(Instant, String)>>,
+) -> Result<(), Error> {
+    let _ = pool; // the final prioritize's watcher connects with it
+    migrate(tx, attempts).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_attribute_prioritizes_the_last_attempt_with_the_pool_argument() {
+    let db = TestDb::new().await;
+    tables(&db).await;
+    let (_blocking, blocker_pid) = blocker(db.pool()).await;
+    let mut tx = db.pool().begin().await.unwrap();
+    let attempts = Mutex::new(Vec::new());
+    add_note_or_end_the_blocker(db.pool(), &mut tx, &attempts)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(attempts.lock().unwrap().len(), 2);
+    assert_eq!(applied(db.pool()).await, [2]);
+    eventually(Duration::from_secs(5), "the blocker was terminated", || async {
+        !backend_exists(db.pool(), blocker_pid).await
+    })
+    .await;
+}
