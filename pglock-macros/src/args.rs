@@ -538,6 +538,7 @@ pub struct PrioritizeArgs {
     pub dry_run: bool,
     pub cancel_first: Option<Dur>,
     pub roots_only: bool,
+    pub report: Option<Expr>,
 }
 
 const PRIORITIZE_KEYS: &[&str] = &[
@@ -551,6 +552,7 @@ const PRIORITIZE_KEYS: &[&str] = &[
     "dry_run",
     "cancel_first",
     "roots_only",
+    "report",
 ];
 
 /// The shortest prioritize interval (pglock::Prioritize::MIN_INTERVAL), in milliseconds.
@@ -575,6 +577,7 @@ impl PrioritizeArgs {
         let (mut db, mut watcher) = (Once::new(), Once::new());
         let (mut dry_run, mut cancel_first, mut roots_only) =
             (Once::new(), Once::new(), Once::new());
+        let mut report = Once::new();
         for arg in parse_args(tokens)? {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {
@@ -588,6 +591,7 @@ impl PrioritizeArgs {
                     "dry_run" => dry_run.set(&key, boolean(&value), &mut errors),
                     "cancel_first" => cancel_first.set(&key, duration::parse(&value), &mut errors),
                     "roots_only" => roots_only.set(&key, boolean(&value), &mut errors),
+                    "report" => report.set(&key, handle_expr(&value), &mut errors),
                     name => errors.push(unknown(&key, name, "prioritize", PRIORITIZE_KEYS)),
                 },
                 Arg::Bare(expr) if bare_ident(&expr).is_some_and(|i| i == "dry_run") => {
@@ -616,6 +620,7 @@ impl PrioritizeArgs {
             dry_run: dry_run.value.unwrap_or(false),
             cancel_first: cancel_first.value,
             roots_only: roots_only.value.unwrap_or(false),
+            report: report.value,
         })
     }
 }

@@ -651,6 +651,10 @@ fn prioritize(cx: &Context<'_>, args: &PrioritizeArgs) -> TokenStream {
     if args.roots_only {
         settings.extend(quote!(.roots_only(true)));
     }
+    if let Some(report) = &args.report {
+        let span = report.span();
+        settings.extend(quote_spanned!(span=> .report(&(#report))));
+    }
     let watcher = watcher_pool(cx, args.watcher.as_ref());
     quote!(::pglock::__private::watcher(#settings, #watcher))
 }

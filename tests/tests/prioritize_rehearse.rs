@@ -172,3 +172,27 @@ async fn roots_only_leaves_sessions_that_wait_themselves_alone() {
     })
     .await;
 }
+
+/// The attribute form of a rehearsal: `dry_run` and a `report` the caller reads.
+#[pglock::prioritize(dry_run, interval = "50ms", timeout = "2s", report = report)]
+async fn rehearse(
+    conn: &mut PgConnection,
+    pool: &sqlx::PgPool,
+    report: &PrioritizeReport,
+) -> Result<i64, Error> {
+    let _ = pool;
+    count(conn).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_attribute_rehearses_too() {
+    let db = TestDb::new().await;
+    exec(&mut db.connect().await, "CREATE TABLE orders (n int)").await;
+    let (_blocking, blocker_pid) = blocker(&db).await;
+    let mut conn = db.connect().await;
+    let report = PrioritizeReport::new();
+    let result = rehearse(&mut conn, db.pool(), &report).await;
+    assert!(matches!(result, Err(Error::LockTimeout { .. })), "{result:?}");
+    assert_eq!(report.pids(), [blocker_pid]);
+    assert!(backend_exists(db.pool(), blocker_pid).await);
+}

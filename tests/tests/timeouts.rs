@@ -200,3 +200,35 @@ async fn transaction_timeout_needs_postgres_17() {
         "{message}"
     );
 }
+
+#[pglock::timeout(lock = "1s", statement = "30s", idle_in_transaction = "1min")]
+async fn three_settings(conn: &mut PgConnection) -> Result<[String; 3], Error> {
+    Ok([
+        show(conn, "lock_timeout").await,
+        show(conn, "statement_timeout").await,
+        show(conn, "idle_in_transaction_session_timeout").await,
+    ])
+}
+
+#[pglock::timeout(5)]
+async fn bare_limit(conn: &mut PgConnection) -> Result<String, Error> {
+    Ok(show(conn, "lock_timeout").await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_attribute_sets_each_setting_given_and_restores_them() {
+    let db = TestDb::new().await;
+    let mut conn = db.connect().await;
+    assert_eq!(
+        three_settings(&mut conn).await.unwrap(),
+        ["1s", "30s", "1min"]
+    );
+    assert_eq!(bare_limit(&mut conn).await.unwrap(), "5s");
+    for name in [
+        "lock_timeout",
+        "statement_timeout",
+        "idle_in_transaction_session_timeout",
+    ] {
+        assert_eq!(show(&mut conn, name).await, "0", "{name} restored");
+    }
+}
