@@ -289,6 +289,16 @@ impl Setting {
         }
     }
 
+    /// The setting's name in Postgres.
+    pub fn guc(self) -> &'static str {
+        match self {
+            Setting::Lock => "lock_timeout",
+            Setting::Statement => "statement_timeout",
+            Setting::IdleInTransaction => "idle_in_transaction_session_timeout",
+            Setting::Transaction => "transaction_timeout",
+        }
+    }
+
     /// The runtime constructor of the setting's scope.
     pub fn constructor(self) -> &'static str {
         match self {

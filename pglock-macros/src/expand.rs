@@ -323,16 +323,19 @@ fn resolve<'a>(cx: &'a Context<'_>, layer: &Layer) -> syn::Result<(Handle, Vec<&
         | Layer::Prioritize(PrioritizeArgs { db, .. })
         | Layer::RetryLocks(RetryArgs { db, .. }) => {
             let name = match layer {
-                Layer::Timeout(_) => "#[pglock::timeout] sets a timeout on",
+                Layer::Timeout(args) => format!(
+                    "#[pglock::timeout] sets {} on",
+                    args.setting.guc()
+                ),
                 Layer::RetryLocks(_) => {
-                    "#[pglock::retry_locks] runs each attempt in a transaction on"
+                    "#[pglock::retry_locks] runs each attempt in a transaction on".to_owned()
                 }
-                _ => "#[pglock::prioritize] protects",
+                _ => "#[pglock::prioritize] protects".to_owned(),
             };
             if let Some(db) = db {
                 return Ok((handle::named(sig, all, db)?, Vec::new()));
             }
-            one_session(cx, name).map(|handle| (handle, Vec::new()))
+            one_session(cx, &name).map(|handle| (handle, Vec::new()))
         }
     }
 }
