@@ -26,7 +26,13 @@ use report::Report;
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-const SECTIONS: &[&str] = &["latency", "contention", "prioritize", "inspect", "migration"];
+const SECTIONS: &[&str] = &[
+    "latency",
+    "contention",
+    "prioritize",
+    "inspect",
+    "migration",
+];
 
 /// How much of everything to do.
 struct Plan {

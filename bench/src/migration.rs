@@ -33,7 +33,6 @@ pub const MIGRATION_AFTER: Duration = Duration::from_millis(500);
 /// Load before the long transaction starts, and after the migration ends.
 const SETTLE: Duration = Duration::from_millis(500);
 
-
 /// How the migration runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Way {
@@ -91,12 +90,11 @@ async fn load(pool: PgPool, stop: Arc<AtomicBool>) -> Res<Vec<(Instant, Instant)
             while !stop.load(Ordering::Relaxed) {
                 id = (id * 7919 + 13) % 1000 + 1;
                 let start = Instant::now();
-                let _: i32 = sqlx::query_scalar(
-                    "SELECT n FROM pglock_bench_migration WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?;
+                let _: i32 =
+                    sqlx::query_scalar("SELECT n FROM pglock_bench_migration WHERE id = $1")
+                        .bind(id)
+                        .fetch_one(&mut *conn)
+                        .await?;
                 spans.push((start, Instant::now()));
             }
             Ok::<_, sqlx::Error>(spans)

@@ -317,7 +317,13 @@ pub struct TimeoutArgs {
     pub db: Option<Expr>,
 }
 
-const TIMEOUT_KEYS: &[&str] = &["lock", "statement", "idle_in_transaction", "transaction", "db"];
+const TIMEOUT_KEYS: &[&str] = &[
+    "lock",
+    "statement",
+    "idle_in_transaction",
+    "transaction",
+    "db",
+];
 
 const TIMEOUT_FORMS: &str = "#[pglock::timeout(5)] (lock_timeout), #[pglock::timeout(\"1.5s\")], \
      #[pglock::timeout(None)], or by setting: #[pglock::timeout(lock = \"1s\", statement = \"30s\")]";
@@ -337,16 +343,17 @@ impl TimeoutArgs {
         .map(|setting| (setting, Once::new()))
         .collect();
         let mut order = Vec::new();
-        let mut set = |setting: Setting, key: &Ident, value: syn::Result<Limit>, errors: &mut Errors| {
-            let (_, once) = limits
-                .iter_mut()
-                .find(|(s, _)| *s == setting)
-                .expect("every setting has a slot");
-            if once.value.is_none() && !order.contains(&setting) {
-                order.push(setting);
-            }
-            once.set(key, value, errors);
-        };
+        let mut set =
+            |setting: Setting, key: &Ident, value: syn::Result<Limit>, errors: &mut Errors| {
+                let (_, once) = limits
+                    .iter_mut()
+                    .find(|(s, _)| *s == setting)
+                    .expect("every setting has a slot");
+                if once.value.is_none() && !order.contains(&setting) {
+                    order.push(setting);
+                }
+                once.set(key, value, errors);
+            };
         for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {

@@ -49,6 +49,8 @@ impl Which {
 }
 
 /// One attribute of the stack, parsed.
+// A handful of these exist per expansion, at compile time: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Layer {
     Advisory(AdvisoryArgs),
     Timeout(TimeoutArgs),
@@ -323,10 +325,9 @@ fn resolve<'a>(cx: &'a Context<'_>, layer: &Layer) -> syn::Result<(Handle, Vec<&
         | Layer::Prioritize(PrioritizeArgs { db, .. })
         | Layer::RetryLocks(RetryArgs { db, .. }) => {
             let name = match layer {
-                Layer::Timeout(args) => format!(
-                    "#[pglock::timeout] sets {} on",
-                    args.setting.guc()
-                ),
+                Layer::Timeout(args) => {
+                    format!("#[pglock::timeout] sets {} on", args.setting.guc())
+                }
                 Layer::RetryLocks(_) => {
                     "#[pglock::retry_locks] runs each attempt in a transaction on".to_owned()
                 }

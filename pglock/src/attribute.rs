@@ -698,7 +698,7 @@ pub struct Again<'a, T: ?Sized>(pub &'a mut T);
 
 impl<'a, T: ?Sized> Again<'a, &mut T> {
     pub fn again(self) -> &'a mut T {
-        &mut **self.0
+        self.0
     }
 }
 

@@ -23,7 +23,8 @@
 //! ```
 //!
 //! # Attributes
-//! [`macro@advisory`], [`macro@timeout`] and [`macro@prioritize`] wrap an `async fn`: the lock is
+//! [`macro@advisory`], [`macro@timeout`], [`macro@prioritize`] and [`macro@retry_locks`] wrap an
+//! `async fn`: the lock is
 //! taken (the timeout set, the blockers watched) before its body runs and released after,
 //! however the body ends. Misuse is a compile error that says what to do instead. Each attribute
 //! is sugar for the runtime API below, which its docs show side by side.
@@ -59,8 +60,14 @@
 //!   scopes restoring what they found.
 //! * [`lock_table`] runs `LOCK TABLE` in any of the eight [`LockMode`]s, with quoted names and the
 //!   same waiting options, keeping the caller's transaction usable when the lock is not taken.
+//! * [`statement_timeout`], [`idle_in_transaction_session_timeout`] and [`transaction_timeout`]
+//!   are scopes on the same footing, one [`Timeout`] type parameterised by the setting.
 //! * [`prioritize`](fn@prioritize) runs code while a background task ends the sessions that
-//!   block it.
+//!   block it; it can rehearse ([`Prioritize::dry_run`]), cancel before terminating, and spare
+//!   sessions that wait themselves.
+//! * [`retry_locks`](fn@retry_locks) (and [`macro@retry_locks`]) runs a migration step in a
+//!   transaction per attempt under a short `lock_timeout`, rolling back and retrying on an
+//!   escalating schedule, so that the application never queues behind it for long.
 //!
 //! # Inspecting locks
 //! [`locks`] and [`blocked_locks`] list `pg_locks` joined to `pg_stat_activity` as typed rows

@@ -302,7 +302,10 @@ impl Held for PrioritizeHeld {
 const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The background task; aborted if dropped before [`Watcher::stop`].
-struct Watcher(Option<(JoinHandle<Result<(), Error>>, oneshot::Sender<()>)>);
+struct Watcher(Option<(Task, oneshot::Sender<()>)>);
+
+/// The task itself, which returns its error if it failed.
+type Task = JoinHandle<Result<(), Error>>;
 
 impl Watcher {
     fn start(settings: Prioritize, pool: PgPool, protected: i32) -> Self {
@@ -432,17 +435,18 @@ async fn watch(
     let terminate_all = settings.signal == Signal::Terminate && settings.cancel_first.is_none();
     let dry_run = settings.dry_run;
     let roots_only = settings.roots_only;
-    let mut signal_blockers_of = async |pid: i32, terminate: &[i32]| -> Result<Vec<(i32, bool)>, Error> {
-        Ok(sqlx::query_as(SIGNAL_BLOCKERS)
-            .bind(pid)
-            .bind(older_than)
-            .bind(roots_only)
-            .bind(dry_run)
-            .bind(terminate_all)
-            .bind(terminate)
-            .fetch_all(&mut conn)
-            .await?)
-    };
+    let mut signal_blockers_of =
+        async |pid: i32, terminate: &[i32]| -> Result<Vec<(i32, bool)>, Error> {
+            Ok(sqlx::query_as(SIGNAL_BLOCKERS)
+                .bind(pid)
+                .bind(older_than)
+                .bind(roots_only)
+                .bind(dry_run)
+                .bind(terminate_all)
+                .bind(terminate)
+                .fetch_all(&mut conn)
+                .await?)
+        };
     // Warm the new session up inside the first interval: the first run of the statement
     // prepares it and loads the catalogs it reads, which took longer than the check itself.
     // Blockers of pid 0 (no backend) are none, so this signals nobody.

@@ -312,7 +312,7 @@ impl Attempts for &mut PgConnection {
     }
 
     fn lend<'b, 't>(tx: &'b mut Transaction<'t, Postgres>) -> &'b mut PgConnection {
-        &mut **tx
+        tx
     }
 }
 

@@ -65,9 +65,11 @@ async fn a_dry_run_signals_nobody_and_reports_whom_a_real_run_then_signals() {
         .unwrap();
     assert_eq!(real.pids(), rehearsal.pids());
     assert!(real.signals().iter().all(|s| !s.dry_run));
-    eventually(Duration::from_secs(5), "the blocker was terminated", || async {
-        !backend_exists(db.pool(), blocker_pid).await
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the blocker was terminated",
+        || async { !backend_exists(db.pool(), blocker_pid).await },
+    )
     .await;
 }
 
@@ -91,9 +93,11 @@ async fn cancel_first_terminates_only_what_a_cancel_did_not_free() {
     assert_eq!(signals.first(), Some(&Signal::Cancel), "{signals:?}");
     assert_eq!(signals.last(), Some(&Signal::Terminate), "{signals:?}");
     assert!(report.pids() == [idle_pid]);
-    eventually(Duration::from_secs(5), "the idle blocker was terminated", || async {
-        !backend_exists(db.pool(), idle_pid).await
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the idle blocker was terminated",
+        || async { !backend_exists(db.pool(), idle_pid).await },
+    )
     .await;
 
     // A long statement in an implicit transaction: the cancel frees the lock, and the session
@@ -144,7 +148,10 @@ async fn roots_only_leaves_sessions_that_wait_themselves_alone() {
     // Another migration, queued behind the root: it waits itself.
     let mut queued = db.connect().await;
     let queued_pid = pid(&mut queued).await;
-    let waiting = start(queued, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 1");
+    let waiting = start(
+        queued,
+        "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 1",
+    );
     until_waiting(db.pool(), queued_pid).await;
 
     let mut conn = db.connect().await;
@@ -165,11 +172,19 @@ async fn roots_only_leaves_sessions_that_wait_themselves_alone() {
         .unwrap();
     assert_eq!(report.pids(), [root_pid]);
     let (queued_result, _queued) = waiting.await.unwrap();
-    assert!(queued_result.is_ok(), "the queued session got its lock in turn");
-    assert!(backend_exists(&observer, queued_pid).await, "it was not ended");
-    eventually(Duration::from_secs(5), "the root was terminated", || async {
-        !backend_exists(&observer, root_pid).await
-    })
+    assert!(
+        queued_result.is_ok(),
+        "the queued session got its lock in turn"
+    );
+    assert!(
+        backend_exists(&observer, queued_pid).await,
+        "it was not ended"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the root was terminated",
+        || async { !backend_exists(&observer, root_pid).await },
+    )
     .await;
 }
 
@@ -192,7 +207,10 @@ async fn the_attribute_rehearses_too() {
     let mut conn = db.connect().await;
     let report = PrioritizeReport::new();
     let result = rehearse(&mut conn, db.pool(), &report).await;
-    assert!(matches!(result, Err(Error::LockTimeout { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::LockTimeout { .. })),
+        "{result:?}"
+    );
     assert_eq!(report.pids(), [blocker_pid]);
     assert!(backend_exists(db.pool(), blocker_pid).await);
 }

@@ -101,7 +101,10 @@ async fn retries_succeed_on_the_first_attempt_after_the_blocker_commits() {
     let committed_at = committed.await.unwrap();
 
     let attempts = attempts.into_inner().unwrap();
-    assert!(attempts.len() >= 2, "the blocker made attempts time out: {attempts:?}");
+    assert!(
+        attempts.len() >= 2,
+        "the blocker made attempts time out: {attempts:?}"
+    );
     let after_commit = attempts.iter().filter(|(at, _)| *at > committed_at).count();
     assert!(
         after_commit <= 1,
@@ -133,9 +136,16 @@ async fn finally_fail_returns_the_last_lock_timeout_after_the_schedule() {
         "{result:?}"
     );
     assert_eq!(attempts.lock().unwrap().len(), 3, "one run per step");
-    assert_eq!(applied(db.pool()).await, [0; 0], "every attempt rolled back");
+    assert_eq!(
+        applied(db.pool()).await,
+        [0; 0],
+        "every attempt rolled back"
+    );
     assert!(!migrated(db.pool()).await);
-    assert!(backend_exists(db.pool(), blocker_pid).await, "nobody was ended");
+    assert!(
+        backend_exists(db.pool(), blocker_pid).await,
+        "nobody was ended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -180,9 +190,8 @@ async fn finally_prioritize_ends_the_blocker_on_the_last_attempt_only() {
         // No watcher: it comes from the pool the retries run on.
         .finally(Finally::Prioritize(prioritize().interval(ms(50))))
         .scope(db.pool(), async |conn| {
-            seen.lock()
-                .unwrap()
-                .push(backend_exists(&pool, blocker_pid).await);
+            let alive = backend_exists(&pool, blocker_pid).await;
+            seen.lock().unwrap().push(alive);
             migrate(conn, &attempts).await
         })
         .await
@@ -227,7 +236,7 @@ async fn the_deadline_bounds_the_retries_and_the_final_wait() {
         elapsed >= ms(400),
         "tried for a while before giving up: {elapsed:?}"
     );
-    let attempts = attempts.lock().unwrap();
+    let attempts = attempts.into_inner().unwrap();
     assert!(
         attempts.iter().all(|(_, setting)| setting != "0"),
         "no attempt waited without a limit: {attempts:?}"
@@ -294,7 +303,11 @@ async fn add_note(
     statement_timeouts: &mut Vec<String>,
     label: &str,
 ) -> Result<(), Error> {
-    statement_timeouts.push(sqlx::query_scalar("SHOW statement_timeout").fetch_one(&mut *conn).await?);
+    statement_timeouts.push(
+        sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(&mut *conn)
+            .await?,
+    );
     assert_eq!(label, "note");
     migrate(conn, attempts).await
 }
@@ -348,8 +361,10 @@ async fn the_attribute_prioritizes_the_last_attempt_with_the_pool_argument() {
     tx.commit().await.unwrap();
     assert_eq!(attempts.lock().unwrap().len(), 2);
     assert_eq!(applied(db.pool()).await, [2]);
-    eventually(Duration::from_secs(5), "the blocker was terminated", || async {
-        !backend_exists(db.pool(), blocker_pid).await
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the blocker was terminated",
+        || async { !backend_exists(db.pool(), blocker_pid).await },
+    )
     .await;
 }

@@ -68,7 +68,9 @@ async fn sets_nests_and_restores<S: Setting>(make: fn(Option<Duration>) -> Timeo
 
     // A failing body restores too.
     let failed: Result<(), Error> = make(Some(secs(4)))
-        .scope(&mut conn, async |_| Err(Error::InvalidArgument("body".into())))
+        .scope(&mut conn, async |_| {
+            Err(Error::InvalidArgument("body".into()))
+        })
         .await;
     assert!(failed.is_err());
     assert_eq!(show(&mut conn, name).await, "9s");
@@ -94,13 +96,19 @@ async fn leaves_nothing_on_a_pooled_connection<S: Setting>(
         .unwrap();
     drop(conn);
     let mut conn = pool.acquire().await.unwrap();
-    assert_eq!(pid(&mut conn).await, first_pid, "the same session came back");
+    assert_eq!(
+        pid(&mut conn).await,
+        first_pid,
+        "the same session came back"
+    );
     assert_eq!(show(&mut conn, name).await, default);
 
     let dropped = tokio::time::timeout(
         Duration::from_millis(200),
         make(Some(secs(8))).scope(&mut conn, async |conn| {
-            sqlx::query("SELECT pg_sleep(30)").execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_sleep(30)")
+                .execute(&mut *conn)
+                .await?;
             Ok::<_, Error>(())
         }),
     )
@@ -138,7 +146,9 @@ async fn a_statement_past_the_statement_timeout_is_a_statement_timeout_error() {
     let mut conn = db.connect().await;
     let result: Result<(), Error> = statement_timeout(Duration::from_millis(100))
         .scope(&mut conn, async |conn| {
-            sqlx::query("SELECT pg_sleep(10)").execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_sleep(10)")
+                .execute(&mut *conn)
+                .await?;
             Ok(())
         })
         .await;
