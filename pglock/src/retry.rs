@@ -213,9 +213,13 @@ impl RetryLocks {
     ///   its background task failed: the last attempt then rolls back).
     ///
     /// # Cancel safety
-    /// Dropping this future mid-attempt drops that attempt's transaction, which sqlx rolls back
-    /// on the connection's next use (a pool connection is rolled back before it is reused). A
-    /// `lock_timeout` is only ever set transaction-locally, so nothing is left on the session.
+    /// A `lock_timeout` is only ever set transaction-locally, so nothing is left on the session.
+    /// Through a pool, dropping this future mid-attempt closes the connection pglock checked
+    /// out: the server ends the attempt's transaction, and (Postgres 14+, where each attempt
+    /// turns on `client_connection_check_interval`) stops a wait for a lock within 50 ms rather
+    /// than keep the application queued behind it. On a borrowed connection, the attempt's
+    /// transaction is dropped, and sqlx rolls it back on the connection's next use; a statement
+    /// still waiting on the server waits at most the attempt's (short) `lock_timeout`.
     pub async fn scope<'c, T, E>(
         self,
         db: impl Db<'c>,
@@ -224,27 +228,45 @@ impl RetryLocks {
     where
         E: From<Error> + LockTimeoutError,
     {
-        use crate::handle::Handle;
+        use crate::handle::{CloseUnlessKept, Handle};
         let policy = RetryPolicy::<Result<T, E>>::result();
-        let mut owned;
-        let (conn, pool): (&mut PgConnection, Option<PgPool>) = match db.into_handle() {
+        match db.into_handle() {
             Handle::Pool(pool) => {
-                owned = pool.acquire().await.map_err(Error::from)?;
-                (&mut *owned, Some(pool))
+                // Closed if this future is dropped mid-attempt: the server session ends, and
+                // with it the attempt's transaction and its wait for a lock.
+                let mut owned = CloseUnlessKept::new(pool.acquire().await.map_err(Error::from)?);
+                let retrying = Retrying::new(policy, Ok(self), owned.conn(), Some(pool));
+                let done = run(retrying, &mut body).await;
+                owned.keep();
+                done
             }
-            Handle::PoolConnection(conn) => (&mut **conn, None),
-            Handle::Connection(conn) => (conn, None),
+            Handle::PoolConnection(conn) => {
+                run(
+                    Retrying::new(policy, Ok(self), &mut **conn, None),
+                    &mut body,
+                )
+                .await
+            }
+            Handle::Connection(conn) => {
+                run(Retrying::new(policy, Ok(self), conn, None), &mut body).await
+            }
+        }
+    }
+}
+
+/// Run attempts of `body` until one ends the retries.
+async fn run<T, E>(
+    mut retrying: Retrying<&mut PgConnection, Result<T, E>>,
+    body: &mut impl AsyncFnMut(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    loop {
+        let mut attempt = match retrying.next().await {
+            Ok(attempt) => attempt,
+            Err(done) => return done,
         };
-        let mut retrying = Retrying::new(policy, Ok(self), conn, pool);
-        loop {
-            let mut attempt = match retrying.next().await {
-                Ok(attempt) => attempt,
-                Err(done) => return done,
-            };
-            let outcome = catch_panic(body(attempt.lend())).await;
-            if let ControlFlow::Break(done) = attempt.exit(outcome).await {
-                return done;
-            }
+        let outcome = catch_panic(body(attempt.lend())).await;
+        if let ControlFlow::Break(done) = attempt.exit(outcome).await {
+            return done;
         }
     }
 }
@@ -487,6 +509,7 @@ impl<H: Attempts, R> Retrying<H, R> {
             .steps
             .get(number - 1)
             .map(|step| jittered(step.delay, self.settings.jitter, number));
+        let owned = self.pool.is_some();
         let Retrying {
             handle,
             policy,
@@ -494,7 +517,11 @@ impl<H: Attempts, R> Retrying<H, R> {
             ..
         } = self;
         let mut tx = handle.connection().begin().await?;
-        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        // On a connection pglock owns (it closes it if this future is dropped), the server
+        // checks that the client is still there while the attempt waits (Postgres 14+), so that
+        // a dropped attempt stops waiting for its lock, and stops queueing others behind it.
+        let check = owned && tx.server_version_num().is_some_and(|v| v >= 140000);
+        sqlx::query(if check { SET_LOCAL_CHECKED } else { SET_LOCAL })
             .bind(&setting)
             .execute(&mut *tx)
             .await?;
@@ -516,6 +543,13 @@ impl<H: Attempts, R> Retrying<H, R> {
         })
     }
 }
+
+/// An attempt's `lock_timeout`, transaction-local.
+const SET_LOCAL: &str = "SELECT set_config('lock_timeout', $1, true)";
+
+/// The same, and the check that the client is still there while waiting (50 ms).
+const SET_LOCAL_CHECKED: &str = "SELECT set_config('lock_timeout', $1, true), \
+                                 set_config('client_connection_check_interval', '50', true)";
 
 /// A pause, varied by up to a quarter either way when `jitter` is on.
 fn jittered(delay: Duration, jitter: bool, salt: usize) -> Duration {

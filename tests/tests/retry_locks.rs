@@ -368,3 +368,121 @@ async fn the_attribute_prioritizes_the_last_attempt_with_the_pool_argument() {
     )
     .await;
 }
+
+/// Events of target `pglock`, as "message field=value ..." lines.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        if event.metadata().target() != "pglock" {
+            return;
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_attempt_is_visible_in_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let captured = Captured::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let db = TestDb::new().await;
+    tables(&db).await;
+    let (_blocking, _) = blocker(db.pool()).await;
+    let attempts = Mutex::new(Vec::new());
+    let result = retry_locks()
+        .schedule(steps(3))
+        .scope(db.pool(), async |conn| migrate(conn, &attempts).await)
+        .await;
+    assert!(result.is_err());
+    let events = captured.0.lock().unwrap().clone();
+    for n in 1..=3 {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.contains(&format!("retry_locks attempt attempt={n} "))),
+            "attempt {n} began: {events:#?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.contains("timed out") && e.contains(&format!("attempt={n} "))),
+            "attempt {n} timed out: {events:#?}"
+        );
+    }
+    assert!(events.iter().any(|e| e.contains("gives up")), "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_or_dropped_attempt_leaves_nothing_on_a_pooled_connection() {
+    let db = TestDb::new().await;
+    tables(&db).await;
+    let pool = db.pool_with(1).await;
+
+    let panicked = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            retry_locks()
+                .scope(&pool, async |conn| {
+                    exec(conn, "INSERT INTO applied VALUES (1)").await;
+                    panic!("the body panics");
+                    #[allow(unreachable_code)]
+                    Ok::<_, Error>(())
+                })
+                .await
+        }
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+
+    // Dropped while its ALTER waits behind a blocker: the connection pglock checked out is
+    // closed, and (Postgres 14+, which checks for a gone client) the wait ends on the server
+    // too, instead of queueing everyone else behind it until its lock_timeout.
+    let (_blocking, _) = blocker(db.pool()).await;
+    let dropped = tokio::time::timeout(
+        ms(500),
+        retry_locks()
+            .schedule([Step::new(Duration::from_secs(20), ms(0))])
+            .scope(&pool, async |conn| {
+                exec(conn, "INSERT INTO applied VALUES (2)").await;
+                exec(conn, "ALTER TABLE orders ADD COLUMN note text").await;
+                Ok::<_, Error>(())
+            }),
+    )
+    .await;
+    assert!(dropped.is_err(), "the scope was dropped mid-attempt");
+    if common::server_version(db.pool()).await >= 140000 {
+        eventually(Duration::from_secs(5), "nobody waits on orders", || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'orders'::regclass AND NOT granted",
+            )
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            waiting == 0
+        })
+        .await;
+    }
+
+    // The one connection of the pool comes back outside any transaction, with the session's
+    // own lock_timeout, and neither attempt's row was committed.
+    let mut conn = pool.acquire().await.unwrap();
+    let in_transaction: bool = sqlx::query_scalar("SELECT txid_current_if_assigned() IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(!in_transaction);
+    assert_eq!(lock_timeout(&mut conn).await, "0");
+    drop(conn);
+    assert_eq!(applied(db.pool()).await, [0; 0]);
+}
