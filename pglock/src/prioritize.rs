@@ -375,8 +375,9 @@ impl PrioritizeReport {
     }
 }
 
-/// One blocking session prioritize signalled, or in a dry run would have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One blocking session prioritize signalled, or in a dry run would have, with what
+/// `pg_stat_activity` said of it just before.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Signalled {
     /// The blocker's backend pid.
@@ -385,7 +386,23 @@ pub struct Signalled {
     pub signal: Signal,
     /// Whether this was a rehearsal: nothing was sent.
     pub dry_run: bool,
+    /// Its role.
+    pub user: Option<String>,
+    /// Its `application_name`.
+    pub application_name: Option<String>,
+    /// Its current (or last) statement, cut to 200 characters.
+    pub query: Option<String>,
 }
+
+/// A blocker signalled, with what `pg_stat_activity` said of it.
+type Victim = (
+    i32,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// The blockers of `$1` that pass the filters (`$2`: minimum age in seconds; `$3`: only those not
 /// waiting themselves), each with whether it is to be terminated (`$5`: all of them; `$6`: these
@@ -394,7 +411,8 @@ pub struct Signalled {
 /// before every filter applied.
 const SIGNAL_BLOCKERS: &str = "
     WITH blockers AS MATERIALIZED (
-        SELECT DISTINCT b.pid
+        SELECT DISTINCT ON (b.pid) b.pid, a.usename::text AS usename, a.application_name,
+               a.state, left(a.query, 200) AS query
         FROM unnest(pg_blocking_pids($1)) AS b(pid)
         JOIN pg_stat_activity a ON a.pid = b.pid
         WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
@@ -402,8 +420,8 @@ const SIGNAL_BLOCKERS: &str = "
                OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2)
           AND (NOT $3 OR cardinality(pg_blocking_pids(b.pid)) = 0)),
     decided AS MATERIALIZED (
-        SELECT pid, ($5 OR pid = ANY($6::int4[])) AS terminate FROM blockers)
-    SELECT pid, terminate FROM decided
+        SELECT *, ($5 OR pid = ANY($6::int4[])) AS terminate FROM blockers)
+    SELECT pid, terminate, usename, application_name, state, query FROM decided
     WHERE CASE WHEN $4 THEN true
                WHEN terminate THEN pg_terminate_backend(pid)
                ELSE pg_cancel_backend(pid) END
@@ -436,7 +454,7 @@ async fn watch(
     let dry_run = settings.dry_run;
     let roots_only = settings.roots_only;
     let mut signal_blockers_of =
-        async |pid: i32, terminate: &[i32]| -> Result<Vec<(i32, bool)>, Error> {
+        async |pid: i32, terminate: &[i32]| -> Result<Vec<Victim>, Error> {
             Ok(sqlx::query_as(SIGNAL_BLOCKERS)
                 .bind(pid)
                 .bind(older_than)
@@ -475,9 +493,9 @@ async fn watch(
         let signalled = signal_blockers_of(protected, &overdue).await?;
         if settings.cancel_first.is_some() {
             // Sessions no longer blocking are forgotten: a pid may come back as a new session.
-            cancelled.retain(|pid, _| signalled.iter().any(|(p, _)| p == pid));
+            cancelled.retain(|pid, _| signalled.iter().any(|victim| victim.0 == *pid));
         }
-        for &(pid, terminate) in &signalled {
+        for (pid, terminate, user, application_name, state, query) in signalled {
             let signal = if terminate {
                 Signal::Terminate
             } else {
@@ -486,37 +504,32 @@ async fn watch(
             if settings.cancel_first.is_some() && !terminate {
                 cancelled.entry(pid).or_insert(now);
             }
+            let message = if dry_run {
+                "pglock: prioritize (dry run) would have signalled a session blocking its scope"
+            } else {
+                "pglock: prioritize signalled a session blocking its scope"
+            };
+            tracing::info!(
+                target: "pglock",
+                protected,
+                pid,
+                ?signal,
+                dry_run,
+                user = user.as_deref().unwrap_or(""),
+                application_name = application_name.as_deref().unwrap_or(""),
+                state = state.as_deref().unwrap_or(""),
+                query = query.as_deref().unwrap_or(""),
+                "{message}"
+            );
             if let Some(report) = &settings.report {
                 report.push(Signalled {
                     pid,
                     signal,
                     dry_run,
+                    user,
+                    application_name,
+                    query,
                 });
-            }
-        }
-        if !signalled.is_empty() {
-            let pids: Vec<i32> = signalled.iter().map(|(pid, _)| *pid).collect();
-            let terminated: Vec<i32> = signalled
-                .iter()
-                .filter(|(_, terminate)| *terminate)
-                .map(|(pid, _)| *pid)
-                .collect();
-            if dry_run {
-                tracing::info!(
-                    target: "pglock",
-                    protected,
-                    would_signal = ?pids,
-                    would_terminate = ?terminated,
-                    "pglock: prioritize (dry run) would have ended the sessions blocking its scope"
-                );
-            } else {
-                tracing::info!(
-                    target: "pglock",
-                    protected,
-                    signalled = ?pids,
-                    terminated = ?terminated,
-                    "pglock: prioritize ended the sessions blocking its scope"
-                );
             }
         }
         if !settings.periodic {

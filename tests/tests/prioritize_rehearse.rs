@@ -54,6 +54,15 @@ async fn a_dry_run_signals_nobody_and_reports_whom_a_real_run_then_signals() {
             .iter()
             .all(|s| s.dry_run && s.signal == Signal::Terminate)
     );
+    // With the victim's details, to decide whether a real run may go ahead.
+    let first = &rehearsal.signals()[0];
+    assert!(
+        first
+            .query
+            .as_deref()
+            .is_some_and(|q| q.contains("LOCK TABLE orders")),
+        "{first:?}"
+    );
 
     let real = PrioritizeReport::new();
     prioritize()
