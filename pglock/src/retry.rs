@@ -414,6 +414,19 @@ impl<H: Attempts, R> Retrying<H, R> {
         if let Some(error) = self.refused.take() {
             return Err((self.policy.error)(error));
         }
+        if self.begun == 0 {
+            // Every step checked before the first attempt: a bad limit is a mistake, found
+            // before anything runs rather than after some attempts did.
+            let checked: Result<Vec<String>, Error> = self
+                .settings
+                .steps
+                .iter()
+                .map(|step| milliseconds("lock_timeout", Some(step.lock_timeout)))
+                .collect();
+            if let Err(error) = checked {
+                return Err((self.policy.error)(error));
+            }
+        }
         if let Some((_, delay)) = &self.timed_out {
             let delay = match self.remaining() {
                 Some(left) if left <= *delay => return Err(self.give_up("the deadline passed")),
@@ -423,6 +436,9 @@ impl<H: Attempts, R> Retrying<H, R> {
         }
         let plan = match self.plan() {
             Ok(Some(plan)) => plan,
+            Ok(None) if self.remaining() == Some(Duration::ZERO) => {
+                return Err(self.give_up("the deadline passed"));
+            }
             Ok(None) => return Err(self.give_up("the schedule ran out")),
             Err(error) => return Err((self.policy.error)(error)),
         };
@@ -447,8 +463,6 @@ impl<H: Attempts, R> Retrying<H, R> {
         let cut = |limit: Duration| remaining.map_or(limit, |left| limit.min(left));
         let steps = self.settings.steps.len();
         if let Some(step) = self.settings.steps.get(self.begun) {
-            // Checked before the attempt: a bad limit is a mistake, not a reason to retry.
-            milliseconds("lock_timeout", Some(step.lock_timeout))?;
             return Ok(Some(Plan::Timed(cut(step.lock_timeout).max(ms(1)))));
         }
         if self.begun > steps {

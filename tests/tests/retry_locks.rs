@@ -486,3 +486,45 @@ async fn a_panicking_or_dropped_attempt_leaves_nothing_on_a_pooled_connection() 
     drop(conn);
     assert_eq!(applied(db.pool()).await, [0; 0]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_step_is_refused_before_any_attempt_runs() {
+    let db = TestDb::new().await;
+    let mut runs = 0;
+    let result = retry_locks()
+        .schedule([
+            Step::new(ms(100), ms(10)),
+            Step::new(Duration::ZERO, ms(10)),
+        ])
+        .scope(db.pool(), async |_| {
+            runs += 1;
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(
+        matches!(&result, Err(Error::InvalidArgument(m)) if m.contains("under a millisecond")),
+        "{result:?}"
+    );
+    assert_eq!(runs, 0);
+    let result = retry_locks()
+        .schedule([])
+        .scope(db.pool(), async |_| Ok::<_, Error>(()))
+        .await;
+    assert!(
+        matches!(result, Err(Error::InvalidArgument(_))),
+        "{result:?}"
+    );
+    // An empty schedule with a final step runs that step alone.
+    let mut runs = 0;
+    retry_locks()
+        .schedule([])
+        .finally(Finally::Wait)
+        .scope(db.pool(), async |conn| {
+            runs += 1;
+            assert_eq!(lock_timeout(conn).await, "0");
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+}
