@@ -641,3 +641,48 @@ impl PrioritizeArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod timeout_and_retry_tests {
+    use quote::quote;
+
+    use super::*;
+
+    #[test]
+    fn timeout_settings_make_one_scope_each_in_the_order_written() {
+        let scopes = TimeoutArgs::parse(quote!(statement = "30s", lock = 1, db = conn)).unwrap();
+        let settings: Vec<Setting> = scopes.iter().map(|s| s.setting).collect();
+        assert_eq!(settings, [Setting::Statement, Setting::Lock]);
+        assert!(scopes.iter().all(|s| s.db.is_some()));
+        let bare = TimeoutArgs::parse(quote!(5)).unwrap();
+        assert_eq!(bare.len(), 1);
+        assert_eq!(bare[0].setting, Setting::Lock);
+        let twice = TimeoutArgs::parse(quote!(5, lock = "2s")).err().unwrap();
+        assert!(twice.to_string().contains("duplicate `lock`"), "{twice}");
+        let none = TimeoutArgs::parse(quote!(db = conn)).err().unwrap();
+        assert!(none.to_string().contains("needs a limit"), "{none}");
+    }
+
+    #[test]
+    fn retry_schedules_are_pairs_of_durations() {
+        let args = RetryArgs::parse(quote!(
+            schedule = [("100ms", "50ms"), (1, "2s")],
+            deadline = "1m",
+            finally = Wait
+        ))
+        .unwrap();
+        let steps = args.schedule.unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[1].0.as_millis(), 1000);
+        assert_eq!(args.finally, Finally::Wait);
+        for bad in [
+            quote!(schedule = []),
+            quote!(schedule = [("0s", "1s")]),
+            quote!(schedule = [(None, "1s")]),
+            quote!(schedule = [("1s")]),
+            quote!(watcher = pool),
+        ] {
+            assert!(RetryArgs::parse(bad.clone()).is_err(), "{bad}");
+        }
+    }
+}
