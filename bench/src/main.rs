@@ -4,13 +4,14 @@
 //! the test harness's server (`DATABASE_URL`, or the throwaway cluster), and prints markdown
 //! tables with each figure, its ratio to the floor measured in the same run, its target and
 //! whether it is met. Sections: `latency` (floor, every mode and form, peers, django-pglock),
-//! `contention`, `prioritize`, `inspect`.
+//! `contention`, `prioritize`, `inspect`, `migration`.
 
 mod attributed;
 mod contention;
 mod django;
 mod inspect;
 mod latency;
+mod migration;
 mod prioritize;
 mod report;
 mod roundtrips;
@@ -25,7 +26,13 @@ use report::Report;
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-const SECTIONS: &[&str] = &["latency", "contention", "prioritize", "inspect"];
+const SECTIONS: &[&str] = &[
+    "latency",
+    "contention",
+    "prioritize",
+    "inspect",
+    "migration",
+];
 
 /// How much of everything to do.
 struct Plan {
@@ -262,6 +269,17 @@ async fn bench(plan: Plan) -> Res<Report> {
         let refresh = inspect::top_refresh(&url, plan.inspect_reps * 3).await;
         spread.release().await?;
         report.top_refresh(&refresh?);
+    }
+
+    if plan.runs("migration") {
+        progress("section 7: the migration outage");
+        let mut outcomes = Vec::new();
+        for way in migration::Way::ALL {
+            progress(way.label());
+            outcomes.push(migration::run(&url, db.pool(), way).await?);
+        }
+        report.line_pub("## 7. Migrations under load");
+        report.migration(&outcomes);
     }
 
     report.misses_section();

@@ -6,7 +6,7 @@ use crate::contention::{Cell, Driver, Keys};
 use crate::django::{self, Django};
 use crate::latency::{self, Latencies, Op, Target};
 use crate::stats::Samples;
-use crate::{inspect, prioritize};
+use crate::{inspect, migration, prioritize};
 
 /// Misses collected while printing, listed at the end.
 #[derive(Default)]
@@ -387,6 +387,34 @@ impl Report {
             outcome.read.median() / 1000.0,
             outcome.view.median() / 1000.0
         ));
+        self.line("");
+    }
+
+    pub fn migration(&mut self, outcomes: &[migration::Outcome]) {
+        self.line(format!(
+            "{} clients run one-row `SELECT`s back to back; a transaction holds `SHARE` on the \
+             table for {} s; {} ms in, `ALTER TABLE … ADD COLUMN` runs. Application latency over \
+             the transactions overlapping the migration.",
+            migration::CLIENTS,
+            migration::BLOCKER_HOLDS.as_secs_f64(),
+            migration::MIGRATION_AFTER.as_millis()
+        ));
+        self.line("");
+        self.line("| migration | app p99 (ms) | app max (ms) | app transactions | attempts | migration total (s) | sessions killed | migrated |");
+        self.line("|---|---|---|---|---|---|---|---|");
+        for o in outcomes {
+            self.line(format!(
+                "| {} | {:.1} | {:.1} | {} | {} | {:.2} | {} | {} |",
+                o.way.label(),
+                o.during.quantile(0.99) / 1e3,
+                o.during.max() / 1e3,
+                o.during.len(),
+                o.attempts,
+                o.total.as_secs_f64(),
+                o.killed,
+                if o.migrated { "yes" } else { "**no**" }
+            ));
+        }
         self.line("");
     }
 

@@ -297,18 +297,91 @@ impl AdvisoryArgs {
     }
 }
 
-/// The arguments of `#[pglock::timeout]`.
+/// Which Postgres timeout a `#[pglock::timeout]` argument sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Lock,
+    Statement,
+    IdleInTransaction,
+    Transaction,
+}
+
+impl Setting {
+    fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "lock" => Some(Setting::Lock),
+            "statement" => Some(Setting::Statement),
+            "idle_in_transaction" => Some(Setting::IdleInTransaction),
+            "transaction" => Some(Setting::Transaction),
+            _ => None,
+        }
+    }
+
+    /// The setting's name in Postgres.
+    pub fn guc(self) -> &'static str {
+        match self {
+            Setting::Lock => "lock_timeout",
+            Setting::Statement => "statement_timeout",
+            Setting::IdleInTransaction => "idle_in_transaction_session_timeout",
+            Setting::Transaction => "transaction_timeout",
+        }
+    }
+
+    /// The runtime constructor of the setting's scope.
+    pub fn constructor(self) -> &'static str {
+        match self {
+            Setting::Lock => "timeout",
+            Setting::Statement => "statement_timeout",
+            Setting::IdleInTransaction => "idle_in_transaction_session_timeout",
+            Setting::Transaction => "transaction_timeout",
+        }
+    }
+}
+
+/// The arguments of `#[pglock::timeout]`: one scope per setting given, in the order written.
 pub struct TimeoutArgs {
+    pub setting: Setting,
     pub limit: Limit,
     pub db: Option<Expr>,
 }
 
-const TIMEOUT_KEYS: &[&str] = &["db"];
+const TIMEOUT_KEYS: &[&str] = &[
+    "lock",
+    "statement",
+    "idle_in_transaction",
+    "transaction",
+    "db",
+];
+
+const TIMEOUT_FORMS: &str = "#[pglock::timeout(5)] (lock_timeout), #[pglock::timeout(\"1.5s\")], \
+     #[pglock::timeout(None)], or by setting: #[pglock::timeout(lock = \"1s\", statement = \"30s\")]";
 
 impl TimeoutArgs {
-    pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
+    pub fn parse(tokens: TokenStream) -> syn::Result<Vec<Self>> {
         let mut errors = Errors::default();
-        let (mut limit, mut db) = (Once::new(), Once::new());
+        let mut db = Once::new();
+        // One `Once` per setting, and the order they were written in.
+        let mut limits: Vec<(Setting, Once<Limit>)> = [
+            Setting::Lock,
+            Setting::Statement,
+            Setting::IdleInTransaction,
+            Setting::Transaction,
+        ]
+        .into_iter()
+        .map(|setting| (setting, Once::new()))
+        .collect();
+        let mut order = Vec::new();
+        let mut set =
+            |setting: Setting, key: &Ident, value: syn::Result<Limit>, errors: &mut Errors| {
+                let (_, once) = limits
+                    .iter_mut()
+                    .find(|(s, _)| *s == setting)
+                    .expect("every setting has a slot");
+                if once.value.is_none() && !order.contains(&setting) {
+                    order.push(setting);
+                }
+                once.set(key, value, errors);
+            };
         for (position, arg) in parse_args(tokens)?.into_iter().enumerate() {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {
@@ -318,33 +391,153 @@ impl TimeoutArgs {
                         "#[pglock::timeout] has no side_effect: a statement that waits too long \
                          fails with pglock::Error::LockTimeout, which the function returns",
                     )),
-                    name => errors.push(unknown(&key, name, "timeout", TIMEOUT_KEYS)),
+                    name => match Setting::from_key(name) {
+                        Some(setting) => set(setting, &key, session_limit(&value), &mut errors),
+                        None => errors.push(unknown(&key, name, "timeout", TIMEOUT_KEYS)),
+                    },
                 },
-                Arg::Bare(expr) if position == 0 => limit.set(
-                    &Ident::new("limit", Span::call_site()),
+                Arg::Bare(expr) if position == 0 => set(
+                    Setting::Lock,
+                    &Ident::new("lock", Span::call_site()),
                     session_limit(&expr),
                     &mut errors,
                 ),
                 Arg::Bare(expr) => errors.push(syn::Error::new_spanned(
                     &expr,
-                    "#[pglock::timeout] takes one limit, first: #[pglock::timeout(5)], \
-                     #[pglock::timeout(\"1.5s\")] or #[pglock::timeout(None)]",
+                    format!("#[pglock::timeout] takes one bare limit, first: {TIMEOUT_FORMS}"),
                 )),
             }
         }
-        let Some(limit) = limit.value else {
+        if order.is_empty() {
             if errors.0.is_none() {
                 errors.push(syn::Error::new(
                     Span::call_site(),
-                    "#[pglock::timeout] needs a limit: #[pglock::timeout(5)], \
-                     #[pglock::timeout(\"1.5s\")] or #[pglock::timeout(None)] for no limit",
+                    format!("#[pglock::timeout] needs a limit: {TIMEOUT_FORMS}"),
                 ));
             }
             return Err(errors.0.expect("an error was pushed above"));
+        }
+        let db = db.value;
+        let scopes = order
+            .into_iter()
+            .filter_map(|setting| {
+                let (_, once) = limits.iter_mut().find(|(s, _)| *s == setting)?;
+                Some(TimeoutArgs {
+                    setting,
+                    limit: once.value.take()?,
+                    db: db.clone(),
+                })
+            })
+            .collect();
+        errors.finish(scopes)
+    }
+}
+
+/// What `#[pglock::retry_locks]` does once its schedule ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finally {
+    Fail,
+    Wait,
+    Prioritize,
+}
+
+fn finally(value: &Expr) -> syn::Result<Finally> {
+    match variant(value) {
+        Some((name, _)) if name == "Fail" => Ok(Finally::Fail),
+        Some((name, _)) if name == "Wait" => Ok(Finally::Wait),
+        Some((name, _)) if name == "Prioritize" => Ok(Finally::Prioritize),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "expected `Fail` (the default: return the last lock timeout), `Wait` (one last \
+             attempt without a lock timeout) or `Prioritize` (one last attempt ending the \
+             sessions that block it)",
+        )),
+    }
+}
+
+/// One step of a schedule: `("100ms", "50ms")`, a lock timeout and the pause after it.
+fn schedule(value: &Expr) -> syn::Result<Vec<(Dur, Dur)>> {
+    let shape = "a schedule is a list of (lock timeout, pause) pairs: \
+                 schedule = [(\"100ms\", \"50ms\"), (\"500ms\", \"2s\")]";
+    let Expr::Array(array) = value else {
+        return Err(syn::Error::new_spanned(value, shape));
+    };
+    let mut steps = Vec::new();
+    for elem in &array.elems {
+        let Expr::Tuple(pair) = elem else {
+            return Err(syn::Error::new_spanned(elem, shape));
         };
-        errors.finish(TimeoutArgs {
-            limit,
+        let [timeout, pause] = [pair.elems.first(), pair.elems.get(1)];
+        let (Some(timeout), Some(pause), 2) = (timeout, pause, pair.elems.len()) else {
+            return Err(syn::Error::new_spanned(elem, shape));
+        };
+        let timeout = match session_limit(timeout)? {
+            Limit::At(dur) => dur,
+            Limit::NoLimit => {
+                return Err(syn::Error::new_spanned(
+                    timeout,
+                    "each attempt has a lock timeout; for a last attempt without one, use \
+                     `finally = Wait`",
+                ));
+            }
+        };
+        steps.push((timeout, duration::parse(pause)?));
+    }
+    if steps.is_empty() {
+        return Err(syn::Error::new_spanned(value, shape));
+    }
+    Ok(steps)
+}
+
+/// The arguments of `#[pglock::retry_locks]`.
+pub struct RetryArgs {
+    pub schedule: Option<Vec<(Dur, Dur)>>,
+    pub deadline: Option<Dur>,
+    pub finally: Finally,
+    pub jitter: Option<bool>,
+    pub db: Option<Expr>,
+    pub watcher: Option<Expr>,
+}
+
+const RETRY_KEYS: &[&str] = &["schedule", "deadline", "finally", "jitter", "db", "watcher"];
+
+impl RetryArgs {
+    pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
+        let mut errors = Errors::default();
+        let (mut schedule_, mut deadline, mut finally_) = (Once::new(), Once::new(), Once::new());
+        let (mut jitter, mut db, mut watcher) = (Once::new(), Once::new(), Once::new());
+        for arg in parse_args(tokens)? {
+            match arg {
+                Arg::KeyValue { key, value } => match key.to_string().as_str() {
+                    "schedule" => schedule_.set(&key, schedule(&value), &mut errors),
+                    "deadline" => deadline.set(&key, duration::parse(&value), &mut errors),
+                    "finally" => finally_.set(&key, finally(&value), &mut errors),
+                    "jitter" => jitter.set(&key, boolean(&value), &mut errors),
+                    "db" => db.set(&key, handle_expr(&value), &mut errors),
+                    "watcher" => watcher.set(&key, handle_expr(&value), &mut errors),
+                    name => errors.push(unknown(&key, name, "retry_locks", RETRY_KEYS)),
+                },
+                Arg::Bare(expr) => {
+                    let name = bare_ident(&expr)
+                        .map_or_else(|| quote::quote!(#expr).to_string(), Ident::to_string);
+                    errors.push(unknown(&expr, &name, "retry_locks", RETRY_KEYS));
+                }
+            }
+        }
+        let finally = finally_.value.unwrap_or(Finally::Fail);
+        if let (Some(expr), false) = (&watcher.value, finally == Finally::Prioritize) {
+            errors.push(syn::Error::new_spanned(
+                expr,
+                "`watcher` is the pool of the final prioritize: it goes with `finally = Prioritize`",
+            ));
+        }
+        errors.finish(RetryArgs {
+            schedule: schedule_.value,
+            deadline: deadline.value,
+            finally,
+            jitter: jitter.value,
             db: db.value,
+            watcher: watcher.value,
         })
     }
 }
@@ -387,6 +580,10 @@ pub struct PrioritizeArgs {
     pub older_than: Option<Dur>,
     pub db: Option<Expr>,
     pub watcher: Option<Expr>,
+    pub dry_run: bool,
+    pub cancel_first: Option<Dur>,
+    pub roots_only: bool,
+    pub report: Option<Expr>,
 }
 
 const PRIORITIZE_KEYS: &[&str] = &[
@@ -397,6 +594,10 @@ const PRIORITIZE_KEYS: &[&str] = &[
     "older_than",
     "db",
     "watcher",
+    "dry_run",
+    "cancel_first",
+    "roots_only",
+    "report",
 ];
 
 /// The shortest prioritize interval (pglock::Prioritize::MIN_INTERVAL), in milliseconds.
@@ -419,6 +620,9 @@ impl PrioritizeArgs {
         let (mut interval_, mut periodic, mut timeout) = (Once::new(), Once::new(), Once::new());
         let (mut signal, mut older_than) = (Once::new(), Once::new());
         let (mut db, mut watcher) = (Once::new(), Once::new());
+        let (mut dry_run, mut cancel_first, mut roots_only) =
+            (Once::new(), Once::new(), Once::new());
+        let mut report = Once::new();
         for arg in parse_args(tokens)? {
             match arg {
                 Arg::KeyValue { key, value } => match key.to_string().as_str() {
@@ -429,8 +633,20 @@ impl PrioritizeArgs {
                     "older_than" => older_than.set(&key, duration::parse(&value), &mut errors),
                     "db" => db.set(&key, handle_expr(&value), &mut errors),
                     "watcher" => watcher.set(&key, handle_expr(&value), &mut errors),
+                    "dry_run" => dry_run.set(&key, boolean(&value), &mut errors),
+                    "cancel_first" => cancel_first.set(&key, duration::parse(&value), &mut errors),
+                    "roots_only" => roots_only.set(&key, boolean(&value), &mut errors),
+                    "report" => report.set(&key, handle_expr(&value), &mut errors),
                     name => errors.push(unknown(&key, name, "prioritize", PRIORITIZE_KEYS)),
                 },
+                Arg::Bare(expr) if bare_ident(&expr).is_some_and(|i| i == "dry_run") => {
+                    let key = bare_ident(&expr).expect("matched").clone();
+                    dry_run.set(&key, Ok(true), &mut errors);
+                }
+                Arg::Bare(expr) if bare_ident(&expr).is_some_and(|i| i == "roots_only") => {
+                    let key = bare_ident(&expr).expect("matched").clone();
+                    roots_only.set(&key, Ok(true), &mut errors);
+                }
                 Arg::Bare(expr) => {
                     let name = bare_ident(&expr)
                         .map_or_else(|| quote::quote!(#expr).to_string(), Ident::to_string);
@@ -446,6 +662,55 @@ impl PrioritizeArgs {
             older_than: older_than.value,
             db: db.value,
             watcher: watcher.value,
+            dry_run: dry_run.value.unwrap_or(false),
+            cancel_first: cancel_first.value,
+            roots_only: roots_only.value.unwrap_or(false),
+            report: report.value,
         })
+    }
+}
+
+#[cfg(test)]
+mod timeout_and_retry_tests {
+    use quote::quote;
+
+    use super::*;
+
+    #[test]
+    fn timeout_settings_make_one_scope_each_in_the_order_written() {
+        let scopes = TimeoutArgs::parse(quote!(statement = "30s", lock = 1, db = conn)).unwrap();
+        let settings: Vec<Setting> = scopes.iter().map(|s| s.setting).collect();
+        assert_eq!(settings, [Setting::Statement, Setting::Lock]);
+        assert!(scopes.iter().all(|s| s.db.is_some()));
+        let bare = TimeoutArgs::parse(quote!(5)).unwrap();
+        assert_eq!(bare.len(), 1);
+        assert_eq!(bare[0].setting, Setting::Lock);
+        let twice = TimeoutArgs::parse(quote!(5, lock = "2s")).err().unwrap();
+        assert!(twice.to_string().contains("duplicate `lock`"), "{twice}");
+        let none = TimeoutArgs::parse(quote!(db = conn)).err().unwrap();
+        assert!(none.to_string().contains("needs a limit"), "{none}");
+    }
+
+    #[test]
+    fn retry_schedules_are_pairs_of_durations() {
+        let args = RetryArgs::parse(quote!(
+            schedule = [("100ms", "50ms"), (1, "2s")],
+            deadline = "1m",
+            finally = Wait
+        ))
+        .unwrap();
+        let steps = args.schedule.unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[1].0.as_millis(), 1000);
+        assert_eq!(args.finally, Finally::Wait);
+        for bad in [
+            quote!(schedule = []),
+            quote!(schedule = [("0s", "1s")]),
+            quote!(schedule = [(None, "1s")]),
+            quote!(schedule = [("1s")]),
+            quote!(watcher = pool),
+        ] {
+            assert!(RetryArgs::parse(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

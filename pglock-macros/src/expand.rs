@@ -11,7 +11,9 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, Meta, Pat};
 
-use crate::args::{AdvisoryArgs, Limit, PrioritizeArgs, SideEffect, Signal, TimeoutArgs};
+use crate::args::{
+    AdvisoryArgs, Finally, Limit, PrioritizeArgs, RetryArgs, SideEffect, Signal, TimeoutArgs,
+};
 use crate::duration::Dur;
 use crate::handle::{self, Binding, Handle, Kind};
 use crate::item::{Body, Func};
@@ -22,6 +24,7 @@ pub enum Which {
     Advisory,
     Timeout,
     Prioritize,
+    RetryLocks,
 }
 
 impl Which {
@@ -30,6 +33,7 @@ impl Which {
             Which::Advisory => "advisory",
             Which::Timeout => "timeout",
             Which::Prioritize => "prioritize",
+            Which::RetryLocks => "retry_locks",
         }
     }
 
@@ -38,24 +42,33 @@ impl Which {
             "advisory" => Some(Which::Advisory),
             "timeout" => Some(Which::Timeout),
             "prioritize" => Some(Which::Prioritize),
+            "retry_locks" => Some(Which::RetryLocks),
             _ => None,
         }
     }
 }
 
 /// One attribute of the stack, parsed.
+// A handful of these exist per expansion, at compile time: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Layer {
     Advisory(AdvisoryArgs),
     Timeout(TimeoutArgs),
     Prioritize(PrioritizeArgs),
+    RetryLocks(RetryArgs),
 }
 
 impl Layer {
-    fn parse(which: Which, args: TokenStream) -> syn::Result<Self> {
+    /// The layers of one attribute: one, or for `#[pglock::timeout]`, one per setting given.
+    fn parse(which: Which, args: TokenStream) -> syn::Result<Vec<Self>> {
         Ok(match which {
-            Which::Advisory => Layer::Advisory(AdvisoryArgs::parse(args)?),
-            Which::Timeout => Layer::Timeout(TimeoutArgs::parse(args)?),
-            Which::Prioritize => Layer::Prioritize(PrioritizeArgs::parse(args)?),
+            Which::Advisory => vec![Layer::Advisory(AdvisoryArgs::parse(args)?)],
+            Which::Timeout => TimeoutArgs::parse(args)?
+                .into_iter()
+                .map(Layer::Timeout)
+                .collect(),
+            Which::Prioritize => vec![Layer::Prioritize(PrioritizeArgs::parse(args)?)],
+            Which::RetryLocks => vec![Layer::RetryLocks(RetryArgs::parse(args)?)],
         })
     }
 }
@@ -80,6 +93,7 @@ pub fn attribute(which: Which, args: TokenStream, item: TokenStream) -> TokenStr
     let layers: Vec<Layer> = stack
         .into_iter()
         .filter_map(|(which, args)| errors.keep(Layer::parse(which, args)))
+        .flatten()
         .collect();
     errors.keep(check_function(&func, which));
     if let Some(error) = errors.0 {
@@ -239,28 +253,40 @@ fn rewrite(func: &Func, layers: &[Layer]) -> syn::Result<(TokenStream, Vec<Ident
 
     let mut prelude: TokenStream = probed.iter().map(handle::probe).collect();
     let (raise, skip) = (hygienic("__pglock_raise"), hygienic("__pglock_skip"));
+    let retry = hygienic("__pglock_retry");
     let skips = |layer: &Layer| matches!(layer, Layer::Advisory(args) if args.side_effect == SideEffect::Skip);
+    let retries = |layer: &Layer| matches!(layer, Layer::RetryLocks(_));
     // Each return-type rule is checked once, at the return type, whichever layers need it.
-    if layers.iter().any(|layer| !skips(layer)) {
+    if layers.iter().any(|layer| !skips(layer) && !retries(layer)) {
         prelude.extend(policy(&cx, &raise, "raise"));
     }
     if layers.iter().any(skips) {
         prelude.extend(policy(&cx, &skip, "skip"));
     }
+    if layers.iter().any(retries) {
+        prelude.extend(policy(&cx, &retry, "retry_policy"));
+    }
 
     let block = func.block();
     let mut body = quote!(#block);
+    let mut moved: Vec<Ident> = Vec::new();
     for (layer, handle) in layers.iter().zip(&handles).rev() {
-        let policy = if skips(layer) { &skip } else { &raise };
-        body = wrap(&cx, layer, handle, policy, body);
+        body = match layer {
+            Layer::RetryLocks(args) => {
+                let (wrapped, reborrowed) = retry_loop(&cx, args, handle, &retry, body);
+                moved.extend(reborrowed);
+                wrapped
+            }
+            _ => {
+                let policy = if skips(layer) { &skip } else { &raise };
+                wrap(&cx, layer, handle, policy, body)
+            }
+        };
     }
-    let moved = handles
-        .iter()
-        .filter_map(|handle| match handle {
-            Handle::Binding(binding) => Some(binding.name.clone()),
-            _ => None,
-        })
-        .collect();
+    moved.extend(handles.iter().filter_map(|handle| match handle {
+        Handle::Binding(binding) => Some(binding.name.clone()),
+        _ => None,
+    }));
     Ok((quote!(#prelude #body), moved))
 }
 
@@ -295,15 +321,22 @@ fn resolve<'a>(cx: &'a Context<'_>, layer: &Layer) -> syn::Result<(Handle, Vec<&
             let handle = found.map_or(Handle::Default, Handle::Binding);
             Ok((handle, probes))
         }
-        Layer::Timeout(TimeoutArgs { db, .. }) | Layer::Prioritize(PrioritizeArgs { db, .. }) => {
+        Layer::Timeout(TimeoutArgs { db, .. })
+        | Layer::Prioritize(PrioritizeArgs { db, .. })
+        | Layer::RetryLocks(RetryArgs { db, .. }) => {
             let name = match layer {
-                Layer::Timeout(_) => "#[pglock::timeout] sets lock_timeout on",
-                _ => "#[pglock::prioritize] protects",
+                Layer::Timeout(args) => {
+                    format!("#[pglock::timeout] sets {} on", args.setting.guc())
+                }
+                Layer::RetryLocks(_) => {
+                    "#[pglock::retry_locks] runs each attempt in a transaction on".to_owned()
+                }
+                _ => "#[pglock::prioritize] protects".to_owned(),
             };
             if let Some(db) = db {
                 return Ok((handle::named(sig, all, db)?, Vec::new()));
             }
-            one_session(cx, name).map(|handle| (handle, Vec::new()))
+            one_session(cx, &name).map(|handle| (handle, Vec::new()))
         }
     }
 }
@@ -401,9 +434,148 @@ fn kind(cx: &Context<'_>, layer: &Layer) -> TokenStream {
         Layer::Advisory(args) => advisory(cx, args),
         Layer::Timeout(args) => {
             let limit = limit_option(args.limit);
-            quote!(::pglock::__private::timeout(#limit))
+            let constructor = Ident::new(args.setting.constructor(), Span::call_site());
+            quote!(::pglock::__private::#constructor(#limit))
         }
         Layer::Prioritize(args) => prioritize(cx, args),
+        Layer::RetryLocks(_) => unreachable!("retries are a loop, not a scope"),
+    }
+}
+
+/// `#[pglock::retry_locks]`: the code inside runs once per attempt, in the attempt's
+/// transaction, lent under the handle's name; every other argument is given again to each
+/// attempt (reborrowed, or copied), and one that can be neither is a compile error at it.
+/// Returns the loop and the bindings it rebinds (their `mut` moves inside).
+fn retry_loop(
+    cx: &Context<'_>,
+    args: &RetryArgs,
+    handle: &Handle,
+    policy: &Ident,
+    inner: TokenStream,
+) -> (TokenStream, Vec<Ident>) {
+    let (retrying, attempt, lent, out) = (
+        hygienic("__pglock_retrying"),
+        hygienic("__pglock_attempt"),
+        hygienic("__pglock_lent"),
+        hygienic("__pglock_out"),
+    );
+    let (ok, early, done) = (hygienic("attempt"), hygienic("early"), hygienic("done"));
+    let target = handle.tokens();
+    let checked = quote_spanned! {handle.span()=>
+        {
+            #[allow(unused_imports)]
+            use ::pglock::__private::Unchecked as _;
+            ::pglock::__private::Check(#target).attempts()
+        }
+    };
+    let settings = retry_settings(cx, args);
+    let handle_name = match handle {
+        Handle::Binding(binding) => Some(binding),
+        _ => None,
+    };
+    let rebind = handle_name.map(|binding| {
+        let (name, mutability) = (&binding.name, binding.mutable.then(|| quote!(mut)));
+        quote!(let #mutability #name = #lent;)
+    });
+    let others: Vec<&Binding> = cx
+        .bindings
+        .iter()
+        .filter(|b| handle_name.is_none_or(|h| h.name != b.name))
+        .collect();
+    let outer: TokenStream = others
+        .iter()
+        .map(|binding| {
+            let name = &binding.name;
+            quote!(#[allow(unused_mut)] let mut #name = #name;)
+        })
+        .collect();
+    let again: TokenStream = others
+        .iter()
+        .map(|binding| {
+            let name = &binding.name;
+            let mutability = binding.mutable.then(|| quote!(mut));
+            quote_spanned! {name.span()=>
+                #[allow(unused_variables, unused_mut)]
+                let #mutability #name = {
+                    #[allow(unused_imports)]
+                    use ::pglock::__private::AgainCopy as _;
+                    ::pglock::__private::Again(&mut #name).again()
+                };
+            }
+        })
+        .collect();
+    let anchor = cx
+        .anchor
+        .as_ref()
+        .map(|ty| quote!(: ::pglock::__private::Caught<#ty>));
+    let tokens = quote! {
+        let mut #retrying = ::pglock::__private::retry(#policy, #settings, #checked);
+        #outer
+        loop {
+            let mut #attempt = match #retrying.next().await {
+                ::core::result::Result::Ok(#ok) => #ok,
+                ::core::result::Result::Err(#early) => return #early,
+            };
+            let #lent = #attempt.lend();
+            let #out #anchor = ::pglock::__private::catch_panic(async {
+                #rebind
+                #again
+                #inner
+            }).await;
+            match #attempt.exit(#out).await {
+                ::core::ops::ControlFlow::Break(#done) => break #done,
+                ::core::ops::ControlFlow::Continue(()) => {}
+            }
+        }
+    };
+    let reborrowed = others.iter().map(|b| b.name.clone()).collect();
+    (tokens, reborrowed)
+}
+
+/// `Ok(retry_locks()...)`, or with a final prioritize, its watcher pool checked at run time.
+fn retry_settings(cx: &Context<'_>, args: &RetryArgs) -> TokenStream {
+    let mut settings = quote!(::pglock::__private::retry_locks());
+    if let Some(steps) = &args.schedule {
+        let steps = steps.iter().map(|(timeout, pause)| {
+            let (timeout, pause) = (duration(*timeout), duration(*pause));
+            quote!(::pglock::__private::Step::new(#timeout, #pause))
+        });
+        settings.extend(quote!(.schedule([#(#steps),*])));
+    }
+    if let Some(deadline) = args.deadline {
+        let deadline = duration(deadline);
+        settings.extend(quote!(.deadline(#deadline)));
+    }
+    if let Some(jitter) = args.jitter {
+        settings.extend(quote!(.jitter(#jitter)));
+    }
+    match args.finally {
+        Finally::Fail => quote!(::core::result::Result::Ok(#settings)),
+        Finally::Wait => quote! {
+            ::core::result::Result::Ok(#settings.finally(::pglock::__private::Finally::Wait))
+        },
+        Finally::Prioritize => {
+            let watcher = watcher_pool(cx, args.watcher.as_ref());
+            quote!(::pglock::__private::finally_prioritize(#settings, #watcher))
+        }
+    }
+}
+
+/// The pool a watcher connects with: `watcher = ...`, else the one pool argument, else the
+/// default pool.
+fn watcher_pool(cx: &Context<'_>, named: Option<&syn::Expr>) -> TokenStream {
+    match named {
+        Some(expr) => {
+            let span = expr.span();
+            quote_spanned!(span=> &(#expr))
+        }
+        None => match handle::detect(&cx.bindings, |kind| kind != Kind::Connection) {
+            Ok(Some(pool)) => {
+                let name = &pool.name;
+                quote!(&#name)
+            }
+            _ => quote!(&::pglock::__private::default_pool()),
+        },
     }
 }
 
@@ -481,19 +653,21 @@ fn prioritize(cx: &Context<'_>, args: &PrioritizeArgs) -> TokenStream {
         let limit = limit_option(limit);
         settings.extend(quote!(.timeout(#limit)));
     }
-    let watcher = match &args.watcher {
-        Some(expr) => {
-            let span = expr.span();
-            quote_spanned!(span=> &(#expr))
-        }
-        None => match handle::detect(&cx.bindings, |kind| kind != Kind::Connection) {
-            Ok(Some(pool)) => {
-                let name = &pool.name;
-                quote!(&#name)
-            }
-            _ => quote!(&::pglock::__private::default_pool()),
-        },
-    };
+    if args.dry_run {
+        settings.extend(quote!(.dry_run(true)));
+    }
+    if let Some(grace) = args.cancel_first {
+        let grace = duration(grace);
+        settings.extend(quote!(.cancel_first(#grace)));
+    }
+    if args.roots_only {
+        settings.extend(quote!(.roots_only(true)));
+    }
+    if let Some(report) = &args.report {
+        let span = report.span();
+        settings.extend(quote_spanned!(span=> .report(&(#report))));
+    }
+    let watcher = watcher_pool(cx, args.watcher.as_ref());
     quote!(::pglock::__private::watcher(#settings, #watcher))
 }
 

@@ -1,5 +1,6 @@
 //! Attribute macros for [`pglock`](https://docs.rs/pglock): `#[pglock::advisory]`,
-//! `#[pglock::timeout]` and `#[pglock::prioritize]`.
+//! `#[pglock::timeout]`, `#[pglock::prioritize]` and
+//! `#[pglock::retry_locks]`.
 //!
 //! Use them through the `pglock` crate, which re-exports them and documents them. Each entry point
 //! here hands its tokens to [`expand`], which parses the function ([`item`]) and the arguments of
@@ -24,6 +25,11 @@ pub fn advisory(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn timeout(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::attribute(Which::Timeout, args.into(), item.into()).into()
+}
+
+#[proc_macro_attribute]
+pub fn retry_locks(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::attribute(Which::RetryLocks, args.into(), item.into()).into()
 }
 
 #[proc_macro_attribute]

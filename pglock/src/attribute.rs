@@ -16,8 +16,9 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::handle::Conn;
+use crate::retry::{Attempts, RetryPolicy, Retrying};
 use crate::scope::{Held, Kind, Lend, Scope, Site};
-use crate::{Error, LockId, Prioritize};
+use crate::{Error, Finally, LockId, LockTimeoutError, Prioritize, RetryLocks};
 
 pub use crate::scope::OneSession;
 
@@ -313,6 +314,12 @@ impl<H: OneSession + Handle> Check<H> {
     }
 }
 
+impl<H: Attempts> Check<H> {
+    pub fn attempts(self) -> H {
+        self.0
+    }
+}
+
 /// What [`Check`] falls back on for a value that is not a handle: an error at it.
 #[doc(hidden)]
 pub trait Unchecked<H> {
@@ -323,6 +330,10 @@ pub trait Unchecked<H> {
     fn session(self) -> Invalid<H>
     where
         H: OneSession;
+
+    fn attempts(self) -> Invalid<H>
+    where
+        H: Attempts;
 }
 
 impl<H> Unchecked<H> for Check<H> {
@@ -336,6 +347,13 @@ impl<H> Unchecked<H> for Check<H> {
     fn session(self) -> Invalid<H>
     where
         H: OneSession,
+    {
+        Invalid(Some(self.0))
+    }
+
+    fn attempts(self) -> Invalid<H>
+    where
+        H: Attempts,
     {
         Invalid(Some(self.0))
     }
@@ -367,6 +385,21 @@ impl<H> Handle for Invalid<H> {
 }
 
 impl<H> OneSession for Invalid<H> {}
+
+impl<H> Attempts for Invalid<H> {
+    type Lent<'b, 't>
+        = H
+    where
+        't: 'b;
+
+    fn connection(&mut self) -> &mut sqlx::PgConnection {
+        unreachable!("code with an invalid handle does not compile")
+    }
+
+    fn lend<'b, 't>(_: &'b mut sqlx::Transaction<'t, sqlx::Postgres>) -> H {
+        unreachable!("code with an invalid handle does not compile")
+    }
+}
 
 /// What an attribute does when its scope cannot be entered or ended: return an error
 /// (`Raise`), or a "skipped" value when the lock is held elsewhere (`Skip`).
@@ -605,3 +638,98 @@ impl<T: ?Sized> NotAHandle for Probe<T> {}
             pglock neither passes it over for the default pool nor guesses between two"
 )]
 pub trait NameTheHandle {}
+
+/// A return type `#[pglock::retry_locks]` can retry on: `Result<T, E>` whose `E` carries a
+/// [`pglock::Error`](crate::Error) and can say it is a lock timeout.
+#[diagnostic::on_unimplemented(
+    message = "a `#[pglock::retry_locks]` function must return `Result<T, E>` with \
+               `E: From<pglock::Error> + pglock::LockTimeoutError`, not `{Self}`",
+    label = "cannot tell a lock timeout, to retry on",
+    note = "`pglock::Error` and `sqlx::Error` are both; for your own error type, implement \
+            `pglock::LockTimeoutError` by asking the error it wraps"
+)]
+pub trait RetryReturn: Sized {
+    /// How the retries read and make this type.
+    #[doc(hidden)]
+    fn policy() -> RetryPolicy<Self>;
+}
+
+impl<T, E: From<Error> + LockTimeoutError> RetryReturn for Result<T, E> {
+    fn policy() -> RetryPolicy<Self> {
+        RetryPolicy::result()
+    }
+}
+
+/// `#[pglock::retry_locks]`'s rule: checks, once and at the return type, that it can retry.
+#[doc(hidden)]
+pub fn retry_policy<R: RetryReturn>() -> RetryPolicy<R> {
+    R::policy()
+}
+
+/// Lock-timeout retries on `handle`, the attempts run by the generated loop.
+#[doc(hidden)]
+pub fn retry<R, H: Attempts>(
+    policy: RetryPolicy<R>,
+    settings: Result<RetryLocks, Error>,
+    handle: H,
+) -> Retrying<H, R> {
+    Retrying::new(policy, settings, handle, None)
+}
+
+/// `finally = Prioritize`: a prioritize whose watcher connects with `pool`.
+#[doc(hidden)]
+pub fn finally_prioritize<P: PoolHandle + ?Sized>(
+    settings: RetryLocks,
+    pool: &P,
+) -> Result<RetryLocks, Error> {
+    let prioritize = watcher(crate::prioritize(), pool)?;
+    Ok(settings.finally(Finally::Prioritize(prioritize)))
+}
+
+/// A body's outcome, its panic caught.
+#[doc(hidden)]
+pub type Caught<R> = std::thread::Result<R>;
+
+/// An argument of a `#[pglock::retry_locks]` function, to give again to each attempt: a `&mut`
+/// is reborrowed (this inherent `again`), anything else must be [`Reusable`] (copied, by
+/// [`AgainCopy::again`]).
+#[doc(hidden)]
+pub struct Again<'a, T: ?Sized>(pub &'a mut T);
+
+impl<'a, T: ?Sized> Again<'a, &mut T> {
+    pub fn again(self) -> &'a mut T {
+        self.0
+    }
+}
+
+/// The `again` of an argument that is not a `&mut`: a copy, if it can be one.
+#[doc(hidden)]
+pub trait AgainCopy<T> {
+    fn again(self) -> T
+    where
+        T: Reusable;
+}
+
+impl<T> AgainCopy<T> for Again<'_, T> {
+    fn again(self) -> T
+    where
+        T: Reusable,
+    {
+        *self.0
+    }
+}
+
+/// An argument `#[pglock::retry_locks]` can give to each attempt of the body: a reference, or a
+/// `Copy` value. An owned value that is not `Copy` would be moved into the first attempt and
+/// gone for the next.
+#[diagnostic::on_unimplemented(
+    message = "`#[pglock::retry_locks]` runs the function's body once per attempt, and this \
+               argument (`{Self}`) cannot be given to it again: it is owned and not `Copy`",
+    label = "moved into the first attempt, gone for the next",
+    note = "take it by reference (`&{Self}`, or `&str` for a `String`), or clone what you need \
+            from a reference inside the body: an attempt that times out is rolled back and the \
+            body runs again from the start"
+)]
+pub trait Reusable: Copy {}
+
+impl<T: Copy> Reusable for T {}

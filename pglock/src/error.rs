@@ -164,9 +164,42 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A statement ran past the `statement_timeout` and the server cancelled it (SQLSTATE 57014
+    /// with the server's "statement timeout" message; a cancellation by `pg_cancel_backend`, the
+    /// same SQLSTATE, stays [`Error::Database`]). Converted from any statement's error, as a
+    /// lock timeout is; see [`statement_timeout`](fn@crate::statement_timeout).
+    #[error("a statement ran past the statement timeout and was cancelled")]
+    StatementTimeout {
+        /// The server's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The server is too old for what was asked (`transaction_timeout` needs Postgres 17):
+    /// nothing was set.
+    #[error(
+        "{setting} needs Postgres {} or later, and this server is version {}: nothing was set \
+         (use statement_timeout and idle_in_transaction_session_timeout instead)",
+        since / 10000,
+        version(*server)
+    )]
+    Unsupported {
+        /// The setting asked for.
+        setting: &'static str,
+        /// The first server version that has it, as `server_version_num` counts (`170000`).
+        since: u32,
+        /// The server's `server_version_num`.
+        server: u32,
+    },
+
     /// Any other error from the database or the connection to it.
     #[error(transparent)]
     Database(sqlx::Error),
+}
+
+/// `160004` → `16.4`.
+fn version(num: u32) -> String {
+    format!("{}.{}", num / 10000, num % 10000)
 }
 
 /// What a lock was to be taken on, for error messages and matching.
@@ -234,6 +267,9 @@ impl From<sqlx::Error> for Error {
                 source,
             },
             Some(INSUFFICIENT_PRIVILEGE) => Error::PermissionDenied { source },
+            Some(QUERY_CANCELED) if is_statement_timeout(&source) => {
+                Error::StatementTimeout { source }
+            }
             _ => Error::Database(source),
         }
     }
@@ -245,6 +281,18 @@ pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
 /// `insufficient_privilege`.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `query_canceled`: by `statement_timeout`, or by `pg_cancel_backend`.
+const QUERY_CANCELED: &str = "57014";
+
+/// Whether a 57014 came from `statement_timeout` rather than `pg_cancel_backend`: the server
+/// tells them apart only by message ("canceling statement due to statement timeout"), which
+/// `lc_messages` may translate (a translated one stays [`Error::Database`]).
+fn is_statement_timeout(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.message().contains("statement timeout"),
+        _ => false,
+    }
+}
 
 /// Whether `error` says the session is gone: cut off (I/O, protocol), or ended by the server
 /// (SQLSTATE class 57, operator intervention: 57P01 terminated, 57P02 crash, ...; class 08,
@@ -259,9 +307,6 @@ pub(crate) fn session_gone(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
-
-/// `query_canceled`: a statement ended by a cancel request or `statement_timeout`.
-const QUERY_CANCELED: &str = "57014";
 
 /// The SQLSTATE of a database error, if it is one.
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {

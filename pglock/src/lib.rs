@@ -23,7 +23,8 @@
 //! ```
 //!
 //! # Attributes
-//! [`macro@advisory`], [`macro@timeout`] and [`macro@prioritize`] wrap an `async fn`: the lock is
+//! [`macro@advisory`], [`macro@timeout`], [`macro@prioritize`] and [`macro@retry_locks`] wrap an
+//! `async fn`: the lock is
 //! taken (the timeout set, the blockers watched) before its body runs and released after,
 //! however the body ends. Misuse is a compile error that says what to do instead. Each attribute
 //! is sugar for the runtime API below, which its docs show side by side.
@@ -59,8 +60,14 @@
 //!   scopes restoring what they found.
 //! * [`lock_table`] runs `LOCK TABLE` in any of the eight [`LockMode`]s, with quoted names and the
 //!   same waiting options, keeping the caller's transaction usable when the lock is not taken.
+//! * [`statement_timeout`], [`idle_in_transaction_session_timeout`] and [`transaction_timeout`]
+//!   are scopes on the same footing, one [`Timeout`] type parameterised by the setting.
 //! * [`prioritize`](fn@prioritize) runs code while a background task ends the sessions that
-//!   block it.
+//!   block it; it can rehearse ([`Prioritize::dry_run`]), cancel before terminating, and spare
+//!   sessions that wait themselves.
+//! * [`retry_locks`](fn@retry_locks) (and [`macro@retry_locks`]) runs a migration step in a
+//!   transaction per attempt under a short `lock_timeout`, rolling back and retrying on an
+//!   escalating schedule, so that the application never queues behind it for long.
 //!
 //! # Jobs, singletons, lock loss
 //! * [`Advisory::run`] runs a future under the lock on a connection pglock owns, checked by a
@@ -107,6 +114,7 @@ mod leader;
 mod mode;
 mod prioritize;
 mod race;
+mod retry;
 mod scope;
 mod table;
 mod timeout;
@@ -126,9 +134,20 @@ pub use inspect::{
 pub use key::{AdvisoryKey, LockId, advisory_id};
 pub use leader::{Leader, Leadership, Status, leader};
 pub use mode::{LockMode, ParseLockModeError};
-pub use prioritize::{Prioritize, Signal, prioritize};
+pub use prioritize::{Prioritize, PrioritizeReport, Signal, Signalled, prioritize};
+pub use retry::{
+    Attempts, DEFAULT_SCHEDULE, Finally, LockTimeoutError, RetryLocks, Step, retry_locks,
+};
 pub use table::{IntoTables, ParseTableNameError, TableLock, TableName, lock_table};
-pub use timeout::{LockTimeout, timeout};
+pub use timeout::{
+    IdleInTransactionTimeout, LockTimeout, StatementTimeout, Timeout, TransactionTimeout,
+    idle_in_transaction_session_timeout, statement_timeout, timeout, transaction_timeout,
+};
+
+/// The Postgres settings a [`Timeout`] scope can set, as types.
+pub mod setting {
+    pub use crate::timeout::{IdleInTransaction, Lock, Setting, Statement, Transaction};
+}
 pub use wait::Wait;
 
 #[doc = include_str!("../docs/advisory.md")]
@@ -139,6 +158,10 @@ pub use pglock_macros::advisory;
 #[doc(inline)]
 pub use pglock_macros::timeout;
 
+#[doc = include_str!("../docs/retry_locks.md")]
+#[doc(inline)]
+pub use pglock_macros::retry_locks;
+
 #[doc = include_str!("../docs/prioritize.md")]
 #[doc(inline)]
 pub use pglock_macros::prioritize;
@@ -147,9 +170,13 @@ pub use pglock_macros::prioritize;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::attribute::{
-        Check, DefaultPool, Entered, NotAHandle, Outcome, Policy, Runner, Unchecked, default_pool,
-        duration, enter, lock_id, method_id, probe, raise, skip, watcher,
+        Again, AgainCopy, Caught, Check, DefaultPool, Entered, NotAHandle, Outcome, Policy, Runner,
+        Unchecked, default_pool, duration, enter, finally_prioritize, lock_id, method_id, probe,
+        raise, retry, retry_policy, skip, watcher,
     };
     pub use crate::unwind::catch_panic;
-    pub use crate::{Signal, Wait, advisory, prioritize, timeout};
+    pub use crate::{
+        Finally, Signal, Step, Wait, advisory, idle_in_transaction_session_timeout, prioritize,
+        retry_locks, statement_timeout, timeout, transaction_timeout,
+    };
 }

@@ -1,8 +1,11 @@
 //! Prioritizing a session by ending whatever blocks it (django-pglock's `pglock.prioritize`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::{ConnectOptions, PgConnection, PgPool};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::scope::{Held, Kind, OneSession, Site};
@@ -55,6 +58,10 @@ pub fn prioritize() -> Prioritize {
         older_than: None,
         timeout: None,
         watcher: None,
+        dry_run: false,
+        cancel_first: None,
+        roots_only: false,
+        report: None,
     }
 }
 
@@ -67,6 +74,10 @@ pub struct Prioritize {
     older_than: Option<Duration>,
     timeout: Option<LockTimeout>,
     watcher: Option<PgPool>,
+    dry_run: bool,
+    cancel_first: Option<Duration>,
+    roots_only: bool,
+    report: Option<PrioritizeReport>,
 }
 
 impl Prioritize {
@@ -111,6 +122,62 @@ impl Prioritize {
     pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
         self.timeout = Some(crate::timeout(limit));
         self
+    }
+
+    /// Rehearse: look for blockers as a real run would, and report (in `tracing`, target
+    /// `pglock`, and to a [`report`](Prioritize::report)) the sessions it would have signalled
+    /// and how, without signalling any. With [`cancel_first`](Prioritize::cancel_first), a
+    /// blocker still there after the grace period is reported as one it would have terminated.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Cancel a blocker's statement first, and terminate its session only if it still blocks
+    /// `grace` after the cancel (a session idle in a transaction is not freed by a cancel; a
+    /// long query usually is, and its session survives).
+    pub fn cancel_first(mut self, grace: Duration) -> Self {
+        self.cancel_first = Some(grace);
+        self
+    }
+
+    /// Signal only the blockers that are not waiting for a lock themselves (the roots of the
+    /// queue). A session that waits is usually another migration or the application's own
+    /// queue behind the real culprit; it goes on once the root is gone.
+    pub fn roots_only(mut self, roots_only: bool) -> Self {
+        self.roots_only = roots_only;
+        self
+    }
+
+    /// Record every session the scope signals (or, in a [`dry_run`](Prioritize::dry_run), would
+    /// signal) in `report`, which the caller keeps a clone of.
+    ///
+    /// ```no_run
+    /// # async fn rehearse(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .timeout(std::time::Duration::from_secs(3))
+    ///     .watcher(pool)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await
+    ///     .ok();
+    /// println!("would have signalled {:?}", report.pids());
+    /// # Ok(()) }
+    /// ```
+    pub fn report(mut self, report: &PrioritizeReport) -> Self {
+        self.report = Some(report.clone());
+        self
+    }
+
+    /// Whether a watcher pool was given.
+    pub(crate) fn has_watcher(&self) -> bool {
+        self.watcher.is_some()
     }
 
     /// The pool whose connection settings the background task connects with. It opens one
@@ -231,20 +298,36 @@ impl Held for PrioritizeHeld {
     }
 }
 
+/// How long stopping waits for a check in flight before aborting it.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
+
 /// The background task; aborted if dropped before [`Watcher::stop`].
-struct Watcher(Option<JoinHandle<Result<(), Error>>>);
+struct Watcher(Option<(Task, oneshot::Sender<()>)>);
+
+/// The task itself, which returns its error if it failed.
+type Task = JoinHandle<Result<(), Error>>;
 
 impl Watcher {
     fn start(settings: Prioritize, pool: PgPool, protected: i32) -> Self {
-        Watcher(Some(tokio::spawn(watch(settings, pool, protected))))
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(watch(settings, pool, protected, stopped));
+        Watcher(Some((task, stop)))
     }
 
     /// Stop the task and wait until it is gone (with its connection), returning its error if it
-    /// failed.
+    /// failed. A check in flight is finished first, so that every signal sent is reported.
     async fn stop(mut self) -> Result<(), Error> {
-        let task = self.0.take().expect("stopped once");
-        task.abort();
-        match task.await {
+        let (mut task, stop) = self.0.take().expect("stopped once");
+        drop(stop);
+        // A check that does not come back (a connection that stalled) is not waited for long.
+        let ended = match tokio::time::timeout(STOP_PATIENCE, &mut task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                task.abort();
+                task.await
+            }
+        };
+        match ended {
             Ok(result) => result,
             Err(join) if join.is_cancelled() => Ok(()),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
@@ -254,40 +337,102 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
+        if let Some((task, _)) = self.0.take() {
             task.abort();
         }
     }
 }
 
-/// End blockers of `$1` that pass the filters, with `$signal`, and return those actually
-/// signalled. The candidates are materialized first, so no signal is sent before every filter
-/// applied.
-macro_rules! signal_blockers {
-    ($signal:literal) => {
-        concat!(
-            "WITH blockers AS MATERIALIZED (
-                SELECT DISTINCT b.pid
-                FROM unnest(pg_blocking_pids($1)) AS b(pid)
-                JOIN pg_stat_activity a ON a.pid = b.pid
-                WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
-                  AND ($2::float8 IS NULL
-                       OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
-            SELECT pid FROM blockers WHERE ",
-            $signal,
-            "(pid) ORDER BY pid"
-        )
-    };
-}
+/// What prioritize did, or in a dry run would have done, to the sessions blocking its scope: a
+/// shared record (clones share it) to give to [`Prioritize::report`] and read after the scope.
+#[derive(Clone, Debug, Default)]
+pub struct PrioritizeReport(Arc<Mutex<Vec<Signalled>>>);
 
-fn signal_sql(signal: Signal) -> &'static str {
-    match signal {
-        Signal::Terminate => signal_blockers!("pg_terminate_backend"),
-        Signal::Cancel => signal_blockers!("pg_cancel_backend"),
+impl PrioritizeReport {
+    /// An empty report.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every signal, in the order they were sent (or would have been).
+    pub fn signals(&self) -> Vec<Signalled> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The pids signalled (or that would have been), each once, in ascending order.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.signals().iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    fn push(&self, signalled: Signalled) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(signalled);
     }
 }
 
-async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(), Error> {
+/// One blocking session prioritize signalled, or in a dry run would have, with what
+/// `pg_stat_activity` said of it just before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Signalled {
+    /// The blocker's backend pid.
+    pub pid: i32,
+    /// How it was (or would have been) ended.
+    pub signal: Signal,
+    /// Whether this was a rehearsal: nothing was sent.
+    pub dry_run: bool,
+    /// Its role.
+    pub user: Option<String>,
+    /// Its `application_name`.
+    pub application_name: Option<String>,
+    /// Its current (or last) statement, cut to 200 characters.
+    pub query: Option<String>,
+}
+
+/// A blocker signalled, with what `pg_stat_activity` said of it.
+type Victim = (
+    i32,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The blockers of `$1` that pass the filters (`$2`: minimum age in seconds; `$3`: only those not
+/// waiting themselves), each with whether it is to be terminated (`$5`: all of them; `$6`: these
+/// pids) rather than cancelled; unless `$4` (a dry run), each is signalled so, and only those
+/// actually signalled are returned. The candidates are materialized first, so no signal is sent
+/// before every filter applied.
+const SIGNAL_BLOCKERS: &str = "
+    WITH blockers AS MATERIALIZED (
+        SELECT DISTINCT ON (b.pid) b.pid, a.usename::text AS usename, a.application_name,
+               a.state, left(a.query, 200) AS query
+        FROM unnest(pg_blocking_pids($1)) AS b(pid)
+        JOIN pg_stat_activity a ON a.pid = b.pid
+        WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
+          AND ($2::float8 IS NULL
+               OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2)
+          AND (NOT $3 OR cardinality(pg_blocking_pids(b.pid)) = 0)),
+    decided AS MATERIALIZED (
+        SELECT *, ($5 OR pid = ANY($6::int4[])) AS terminate FROM blockers)
+    SELECT pid, terminate, usename, application_name, state, query FROM decided
+    WHERE CASE WHEN $4 THEN true
+               WHEN terminate THEN pg_terminate_backend(pid)
+               ELSE pg_cancel_backend(pid) END
+    ORDER BY pid";
+
+async fn watch(
+    settings: Prioritize,
+    pool: PgPool,
+    protected: i32,
+    mut stopped: oneshot::Receiver<()>,
+) -> Result<(), Error> {
     // The first check is due one interval after the scope began, not after the connection is
     // made: connecting (a few ms) happens inside the first interval.
     let mut ticks = tokio::time::interval_at(
@@ -300,29 +445,92 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
         .as_ref()
         .clone()
         .application_name("pglock prioritize");
-    let mut conn = options.connect().await?;
-    let older_than = settings.older_than.map(|age| age.as_secs_f64());
-    let mut signal_blockers_of = async |pid: i32| -> Result<Vec<i32>, Error> {
-        Ok(sqlx::query_scalar(signal_sql(settings.signal))
-            .bind(pid)
-            .bind(older_than)
-            .fetch_all(&mut conn)
-            .await?)
+    let mut conn = tokio::select! {
+        conn = options.connect() => conn?,
+        _ = &mut stopped => return Ok(()),
     };
+    let older_than = settings.older_than.map(|age| age.as_secs_f64());
+    let terminate_all = settings.signal == Signal::Terminate && settings.cancel_first.is_none();
+    let dry_run = settings.dry_run;
+    let roots_only = settings.roots_only;
+    let mut signal_blockers_of =
+        async |pid: i32, terminate: &[i32]| -> Result<Vec<Victim>, Error> {
+            Ok(sqlx::query_as(SIGNAL_BLOCKERS)
+                .bind(pid)
+                .bind(older_than)
+                .bind(roots_only)
+                .bind(dry_run)
+                .bind(terminate_all)
+                .bind(terminate)
+                .fetch_all(&mut conn)
+                .await?)
+        };
     // Warm the new session up inside the first interval: the first run of the statement
     // prepares it and loads the catalogs it reads, which took longer than the check itself.
     // Blockers of pid 0 (no backend) are none, so this signals nobody.
-    signal_blockers_of(0).await?;
+    tokio::select! {
+        warmed = signal_blockers_of(0, &[]) => { warmed?; }
+        _ = &mut stopped => return Ok(()),
+    }
+    // With `cancel_first`: when each blocker was (or in a dry run would have been) cancelled.
+    let mut cancelled: HashMap<i32, tokio::time::Instant> = HashMap::new();
     loop {
-        ticks.tick().await;
-        let signalled = signal_blockers_of(protected).await?;
-        if !signalled.is_empty() {
+        // Told to stop (the sender is dropped) between checks only: a check runs to its end.
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let overdue: Vec<i32> = match settings.cancel_first {
+            Some(grace) => cancelled
+                .iter()
+                .filter(|(_, at)| now.duration_since(**at) >= grace)
+                .map(|(pid, _)| *pid)
+                .collect(),
+            None => Vec::new(),
+        };
+        let signalled = signal_blockers_of(protected, &overdue).await?;
+        if settings.cancel_first.is_some() {
+            // Sessions no longer blocking are forgotten: a pid may come back as a new session.
+            cancelled.retain(|pid, _| signalled.iter().any(|victim| victim.0 == *pid));
+        }
+        for (pid, terminate, user, application_name, state, query) in signalled {
+            let signal = if terminate {
+                Signal::Terminate
+            } else {
+                Signal::Cancel
+            };
+            if settings.cancel_first.is_some() && !terminate {
+                cancelled.entry(pid).or_insert(now);
+            }
+            let message = if dry_run {
+                "pglock: prioritize (dry run) would have signalled a session blocking its scope"
+            } else {
+                "pglock: prioritize signalled a session blocking its scope"
+            };
             tracing::info!(
+                target: "pglock",
                 protected,
-                ?signalled,
-                signal = ?settings.signal,
-                "pglock: prioritize ended the sessions blocking its scope"
+                pid,
+                ?signal,
+                dry_run,
+                user = user.as_deref().unwrap_or(""),
+                application_name = application_name.as_deref().unwrap_or(""),
+                state = state.as_deref().unwrap_or(""),
+                query = query.as_deref().unwrap_or(""),
+                "{message}"
             );
+            if let Some(report) = &settings.report {
+                report.push(Signalled {
+                    pid,
+                    signal,
+                    dry_run,
+                    user,
+                    application_name,
+                    query,
+                });
+            }
         }
         if !settings.periodic {
             return Ok(());
