@@ -102,6 +102,10 @@ pub enum Op {
     Pool(Mode),
     PoolXactScope,
     AttrPool,
+    /// `run` on the pool with an empty body, with the heartbeat (the default, 2 s) or without.
+    PoolRun {
+        heartbeat: bool,
+    },
     SqlxLock,
     RawLock,
     NaiveTimed,
@@ -133,6 +137,8 @@ pub const ALL: &[Op] = &[
     Op::Pool(Mode::Timed),
     Op::PoolXactScope,
     Op::AttrPool,
+    Op::PoolRun { heartbeat: false },
+    Op::PoolRun { heartbeat: true },
     Op::SqlxLock,
     Op::RawLock,
     Op::NaiveTimed,
@@ -146,7 +152,7 @@ impl Op {
             Op::SelectPrepared | Op::SelectSimple => "1. Floor",
             Op::Runtime(_) | Op::RuntimeXact(_) => "2a. Runtime API on a held `&mut PgConnection`",
             Op::Attr(_) | Op::AttrXact => "2b. Attribute on a held connection",
-            Op::Pool(_) | Op::PoolXactScope | Op::AttrPool => {
+            Op::Pool(_) | Op::PoolXactScope | Op::AttrPool | Op::PoolRun { .. } => {
                 "2c. Through `&PgPool` (pool checkout included)"
             }
             Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
@@ -166,6 +172,12 @@ impl Op {
             Op::Pool(mode) => format!("pool: acquire + release, {}", mode.name()),
             Op::PoolXactScope => "pool: `xact().scope(pool, ..)` (BEGIN, lock, COMMIT)".into(),
             Op::AttrPool => "pool: `#[advisory]` on `&PgPool`, wait".into(),
+            Op::PoolRun { heartbeat: false } => {
+                "pool: `run`, empty body, `.heartbeat(None)`".into()
+            }
+            Op::PoolRun { heartbeat: true } => {
+                "pool: `run`, empty body, heartbeat on (2 s default)".into()
+            }
             Op::SqlxLock => "sqlx `PgAdvisoryLock`: acquire + `release_now`".into(),
             Op::RawLock => "raw SQL: `pg_advisory_lock($1)` + `pg_advisory_unlock($1)`".into(),
             Op::NaiveTimed => "raw SQL: naive timed lock (SET; lock; RESET; unlock)".into(),
@@ -184,6 +196,8 @@ impl Op {
             Op::Attr(mode) => Target::SameAs(Op::Runtime(mode)),
             Op::AttrXact => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
             Op::AttrPool => Target::SameAs(Op::Pool(Mode::Default)),
+            Op::PoolRun { heartbeat: true } => Target::SameAs(Op::PoolRun { heartbeat: false }),
+            Op::PoolRun { heartbeat: false } => Target::Info,
             Op::Pool(_) | Op::PoolXactScope => Target::Info,
             Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
                 Target::Info
@@ -194,9 +208,12 @@ impl Op {
     /// The same lock by hand through sqlx, to tell pglock's cost from the server's.
     pub fn raw_peer(self) -> Option<Op> {
         match self {
-            Op::Runtime(_) | Op::Attr(_) | Op::Pool(_) | Op::AttrPool | Op::SqlxLock => {
-                Some(Op::RawLock)
-            }
+            Op::Runtime(_)
+            | Op::Attr(_)
+            | Op::Pool(_)
+            | Op::AttrPool
+            | Op::PoolRun { .. }
+            | Op::SqlxLock => Some(Op::RawLock),
             Op::RuntimeXact(_) | Op::AttrXact => Some(Op::RawXact),
             _ => None,
         }
@@ -298,6 +315,16 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
                 .await?;
         }
         Op::AttrPool => attr::on_pool(&cx.pool).await?,
+        Op::PoolRun { heartbeat } => {
+            let lock = pglock::advisory(key);
+            let lock = if heartbeat {
+                lock
+            } else {
+                lock.heartbeat(None)
+            };
+            lock.run(&cx.pool, async { Ok::<_, pglock::Error>(()) })
+                .await?;
+        }
         Op::SqlxLock => {
             let lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(key));
             let guard = lock.acquire(&mut *conn).await?;
