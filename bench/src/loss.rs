@@ -166,6 +166,8 @@ async fn cut_once(db: &TestDb, heartbeat: Duration, phase: Duration, notice: Dur
         .max_connections(1)
         .connect(&proxy.url())
         .await?;
+    // Connected first: the cut's phase is timed from the body's start.
+    let mut other = db.connect().await;
     let dropped = Arc::new(Mutex::new(None));
     let (started_tx, started_rx) = oneshot::channel();
     let call = tokio::spawn({
@@ -178,7 +180,6 @@ async fn cut_once(db: &TestDb, heartbeat: Duration, phase: Duration, notice: Dur
         }
     });
     let started = started_rx.await?;
-    let mut other = db.connect().await;
     tokio::time::sleep_until((started + phase).into()).await;
     let cut = Instant::now();
     proxy.cut_and_close_after(notice);
