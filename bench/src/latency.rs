@@ -110,6 +110,10 @@ pub enum Op {
     RawLock,
     NaiveTimed,
     RawXact,
+    /// pglock's own statement for `RuntimeXact(Default)` (the standby gate and the backend pid
+    /// around `pg_advisory_xact_lock`), sent by hand: what of pglock's cost over `RawXact` is
+    /// the server's.
+    RawGatedXact,
     /// `RuntimeXact(Default)` with its BEGIN and COMMIT timed too, as django-pglock's xact is.
     RuntimeXactWhole,
 }
@@ -143,6 +147,7 @@ pub const ALL: &[Op] = &[
     Op::RawLock,
     Op::NaiveTimed,
     Op::RawXact,
+    Op::RawGatedXact,
     Op::RuntimeXactWhole,
 ];
 
@@ -155,9 +160,12 @@ impl Op {
             Op::Pool(_) | Op::PoolXactScope | Op::AttrPool | Op::PoolRun { .. } => {
                 "2c. Through `&PgPool` (pool checkout included)"
             }
-            Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
-                "3. Peers (same connection, same run)"
-            }
+            Op::SqlxLock
+            | Op::RawLock
+            | Op::NaiveTimed
+            | Op::RawXact
+            | Op::RawGatedXact
+            | Op::RuntimeXactWhole => "3. Peers (same connection, same run)",
         }
     }
 
@@ -182,6 +190,9 @@ impl Op {
             Op::RawLock => "raw SQL: `pg_advisory_lock($1)` + `pg_advisory_unlock($1)`".into(),
             Op::NaiveTimed => "raw SQL: naive timed lock (SET; lock; RESET; unlock)".into(),
             Op::RawXact => "raw SQL: `pg_advisory_xact_lock($1)` in a tx (¹)".into(),
+            Op::RawGatedXact => {
+                "raw SQL: pglock's xact statement (standby gate, backend pid) in a tx (¹)".into()
+            }
             Op::RuntimeXactWhole => {
                 "pglock xact, wait, with BEGIN + COMMIT timed (as django's xact)".into()
             }
@@ -199,9 +210,12 @@ impl Op {
             Op::PoolRun { heartbeat: true } => Target::SameAs(Op::PoolRun { heartbeat: false }),
             Op::PoolRun { heartbeat: false } => Target::Info,
             Op::Pool(_) | Op::PoolXactScope => Target::Info,
-            Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
-                Target::Info
-            }
+            Op::SqlxLock
+            | Op::RawLock
+            | Op::NaiveTimed
+            | Op::RawXact
+            | Op::RawGatedXact
+            | Op::RuntimeXactWhole => Target::Info,
         }
     }
 
@@ -214,7 +228,7 @@ impl Op {
             | Op::AttrPool
             | Op::PoolRun { .. }
             | Op::SqlxLock => Some(Op::RawLock),
-            Op::RuntimeXact(_) | Op::AttrXact => Some(Op::RawXact),
+            Op::RuntimeXact(_) | Op::AttrXact | Op::RawGatedXact => Some(Op::RawXact),
             _ => None,
         }
     }
@@ -252,7 +266,7 @@ impl Cx {
 pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
     let key = op.key();
     cx.timed_part = None;
-    if let Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact = op {
+    if let Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact | Op::RawGatedXact = op {
         let counts = cx.counts.clone();
         let snapshot = || counts.as_ref().map_or((0, 0), |c| c.snapshot());
         let mut tx = cx.conn.begin().await?;
@@ -264,6 +278,18 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
                 guard.release().await?;
             }
             Op::AttrXact => attr::xact(&mut tx).await?,
+            Op::RawGatedXact => {
+                let (taken, _pid): (Option<bool>, i32) = sqlx::query_as(
+                    "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+                     ELSE pg_advisory_xact_lock($1) IS NOT NULL END, pg_backend_pid()",
+                )
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                if taken != Some(true) {
+                    return Err("pglock's statement by hand: not taken".into());
+                }
+            }
             _ => {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(key)
@@ -297,7 +323,9 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
             Mode::Timed => attr::timed(conn).await?,
             Mode::Shared => attr::shared(conn).await?,
         },
-        Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact => unreachable!("handled above"),
+        Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact | Op::RawGatedXact => {
+            unreachable!("handled above")
+        }
         Op::RuntimeXactWhole => {
             let mut tx = conn.begin().await?;
             let guard = XactMode::Default.lock(key).acquire(&mut tx).await?;
