@@ -57,6 +57,9 @@ pub struct Detection {
     pub dropped: Samples,
     /// From sending `pg_terminate_backend` to `run` returning `Error::Lost`.
     pub returned: Samples,
+    /// From the first heartbeat due after the terminate (the body's start + a whole number of
+    /// intervals) to the body being dropped: what the check itself takes once it is sent.
+    pub after_check: Samples,
 }
 
 /// Terminates the holder of a lock held through `run` on a pool, `reps` times per heartbeat, at
@@ -76,13 +79,21 @@ pub async fn detection(db: &TestDb, reps: usize) -> Res<Vec<Detection>> {
             heartbeat,
             dropped: Samples::default(),
             returned: Samples::default(),
+            after_check: Samples::default(),
         };
         for i in 0..reps {
             let phase = heartbeat.mul_f64((i as f64 + 0.5) / reps as f64);
-            let (dropped_at, returned_at, terminated) =
+            let (started, dropped_at, returned_at, terminated) =
                 terminate_once(&pool, admin, heartbeat, phase).await?;
             row.dropped.push(dropped_at - terminated);
             row.returned.push(returned_at - terminated);
+            let beats = (terminated - started).as_secs_f64() / heartbeat.as_secs_f64();
+            let check = started + heartbeat.mul_f64(beats.floor() + 1.0);
+            row.after_check.push_us(
+                (dropped_at.duration_since(check).as_secs_f64()
+                    - check.duration_since(dropped_at).as_secs_f64())
+                    * 1e6,
+            );
         }
         out.push(row);
     }
@@ -91,13 +102,13 @@ pub async fn detection(db: &TestDb, reps: usize) -> Res<Vec<Detection>> {
 }
 
 /// One repetition: hold, terminate the holder `phase` after the body started, and return when
-/// the body was dropped, when `run` returned and when the terminate was sent.
+/// the body started, when it was dropped, when `run` returned and when the terminate was sent.
 async fn terminate_once(
     pool: &PgPool,
     admin: &PgPool,
     heartbeat: Duration,
     phase: Duration,
-) -> Res<(Instant, Instant, Instant)> {
+) -> Res<(Instant, Instant, Instant, Instant)> {
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(pool)
         .await?;
@@ -132,7 +143,7 @@ async fn terminate_once(
         .lock()
         .expect("not poisoned")
         .ok_or("the body was never dropped")?;
-    Ok((dropped, returned, terminated))
+    Ok((started, dropped, returned, terminated))
 }
 
 /// One cut: when the body was dropped and when another session was granted the lock, from the

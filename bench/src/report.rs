@@ -399,11 +399,14 @@ impl Report {
         self.line(
             "From sending `pg_terminate_backend` for the holder of a lock held through `run` on a \
              pool to the body's future being dropped (a guard's `Drop` in the body) and to `run` \
-             returning `Error::Lost`; terminations spread evenly over one heartbeat's phase.",
+             returning `Error::Lost`; terminations spread evenly over one heartbeat's phase (the \
+             `i`-th of n at (i + ½) / n of an interval after the body started), so the p90 is \
+             about 0.9 heartbeat by design; the column after it is what the check itself took \
+             once due.",
         );
         self.line("");
-        self.line("| heartbeat | n | dropped: median ms | p90 ms | max ms | returned: median ms | p90 ms | target: p90 ≤ heartbeat + 1 round trip | met |");
-        self.line("|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+        self.line("| heartbeat | n | dropped: median ms | p90 ms | max ms | returned: median ms | p90 ms | dropped after the check was due: median ms | max ms | target: p90 ≤ heartbeat + 1 round trip | met |");
+        self.line("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
         for row in rows {
             let hb_ms = row.heartbeat.as_secs_f64() * 1e3;
             let limit_ms = hb_ms + floor_us / 1e3;
@@ -415,12 +418,14 @@ impl Report {
                 ));
             }
             self.line(format!(
-                "| {hb_ms:.0} ms | {} | {:.1} | {p90:.1} | {:.1} | {:.1} | {:.1} | ≤ {limit_ms:.1} ms | {} |",
+                "| {hb_ms:.0} ms | {} | {:.1} | {p90:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | ≤ {limit_ms:.1} ms | {} |",
                 row.dropped.len(),
                 row.dropped.median() / 1e3,
                 row.dropped.max() / 1e3,
                 row.returned.median() / 1e3,
                 row.returned.p90() / 1e3,
+                row.after_check.median() / 1e3,
+                row.after_check.max() / 1e3,
                 yes(met)
             ));
         }
