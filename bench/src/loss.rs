@@ -38,16 +38,14 @@ impl Drop for OnDrop {
 
 /// A body that holds the lock for a minute unless dropped: it says when it started and records
 /// when it is dropped.
-fn long_body(
+async fn long_body(
     started: oneshot::Sender<Instant>,
     dropped: Arc<Mutex<Option<Instant>>>,
-) -> impl Future<Output = Result<(), pglock::Error>> + Send + 'static {
-    async move {
-        let _on_drop = OnDrop(dropped);
-        let _ = started.send(Instant::now());
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok(())
-    }
+) -> Result<(), pglock::Error> {
+    let _on_drop = OnDrop(dropped);
+    let _ = started.send(Instant::now());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(())
 }
 
 /// Detection latencies of one heartbeat, in µs.
