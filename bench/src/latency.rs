@@ -102,10 +102,18 @@ pub enum Op {
     Pool(Mode),
     PoolXactScope,
     AttrPool,
+    /// `run` on the pool with an empty body, with the heartbeat (the default, 2 s) or without.
+    PoolRun {
+        heartbeat: bool,
+    },
     SqlxLock,
     RawLock,
     NaiveTimed,
     RawXact,
+    /// pglock's own statement for `RuntimeXact(Default)` (the standby gate and the backend pid
+    /// around `pg_advisory_xact_lock`), sent by hand: what of pglock's cost over `RawXact` is
+    /// the server's.
+    RawGatedXact,
     /// `RuntimeXact(Default)` with its BEGIN and COMMIT timed too, as django-pglock's xact is.
     RuntimeXactWhole,
 }
@@ -133,10 +141,13 @@ pub const ALL: &[Op] = &[
     Op::Pool(Mode::Timed),
     Op::PoolXactScope,
     Op::AttrPool,
+    Op::PoolRun { heartbeat: false },
+    Op::PoolRun { heartbeat: true },
     Op::SqlxLock,
     Op::RawLock,
     Op::NaiveTimed,
     Op::RawXact,
+    Op::RawGatedXact,
     Op::RuntimeXactWhole,
 ];
 
@@ -146,12 +157,15 @@ impl Op {
             Op::SelectPrepared | Op::SelectSimple => "1. Floor",
             Op::Runtime(_) | Op::RuntimeXact(_) => "2a. Runtime API on a held `&mut PgConnection`",
             Op::Attr(_) | Op::AttrXact => "2b. Attribute on a held connection",
-            Op::Pool(_) | Op::PoolXactScope | Op::AttrPool => {
+            Op::Pool(_) | Op::PoolXactScope | Op::AttrPool | Op::PoolRun { .. } => {
                 "2c. Through `&PgPool` (pool checkout included)"
             }
-            Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
-                "3. Peers (same connection, same run)"
-            }
+            Op::SqlxLock
+            | Op::RawLock
+            | Op::NaiveTimed
+            | Op::RawXact
+            | Op::RawGatedXact
+            | Op::RuntimeXactWhole => "3. Peers (same connection, same run)",
         }
     }
 
@@ -166,10 +180,19 @@ impl Op {
             Op::Pool(mode) => format!("pool: acquire + release, {}", mode.name()),
             Op::PoolXactScope => "pool: `xact().scope(pool, ..)` (BEGIN, lock, COMMIT)".into(),
             Op::AttrPool => "pool: `#[advisory]` on `&PgPool`, wait".into(),
+            Op::PoolRun { heartbeat: false } => {
+                "pool: `run`, empty body, `.heartbeat(None)`".into()
+            }
+            Op::PoolRun { heartbeat: true } => {
+                "pool: `run`, empty body, heartbeat on (2 s default)".into()
+            }
             Op::SqlxLock => "sqlx `PgAdvisoryLock`: acquire + `release_now`".into(),
             Op::RawLock => "raw SQL: `pg_advisory_lock($1)` + `pg_advisory_unlock($1)`".into(),
             Op::NaiveTimed => "raw SQL: naive timed lock (SET; lock; RESET; unlock)".into(),
             Op::RawXact => "raw SQL: `pg_advisory_xact_lock($1)` in a tx (¹)".into(),
+            Op::RawGatedXact => {
+                "raw SQL: pglock's xact statement (standby gate, backend pid) in a tx (¹)".into()
+            }
             Op::RuntimeXactWhole => {
                 "pglock xact, wait, with BEGIN + COMMIT timed (as django's xact)".into()
             }
@@ -184,20 +207,28 @@ impl Op {
             Op::Attr(mode) => Target::SameAs(Op::Runtime(mode)),
             Op::AttrXact => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
             Op::AttrPool => Target::SameAs(Op::Pool(Mode::Default)),
+            Op::PoolRun { heartbeat: true } => Target::SameAs(Op::PoolRun { heartbeat: false }),
+            Op::PoolRun { heartbeat: false } => Target::Info,
             Op::Pool(_) | Op::PoolXactScope => Target::Info,
-            Op::SqlxLock | Op::RawLock | Op::NaiveTimed | Op::RawXact | Op::RuntimeXactWhole => {
-                Target::Info
-            }
+            Op::SqlxLock
+            | Op::RawLock
+            | Op::NaiveTimed
+            | Op::RawXact
+            | Op::RawGatedXact
+            | Op::RuntimeXactWhole => Target::Info,
         }
     }
 
     /// The same lock by hand through sqlx, to tell pglock's cost from the server's.
     pub fn raw_peer(self) -> Option<Op> {
         match self {
-            Op::Runtime(_) | Op::Attr(_) | Op::Pool(_) | Op::AttrPool | Op::SqlxLock => {
-                Some(Op::RawLock)
-            }
-            Op::RuntimeXact(_) | Op::AttrXact => Some(Op::RawXact),
+            Op::Runtime(_)
+            | Op::Attr(_)
+            | Op::Pool(_)
+            | Op::AttrPool
+            | Op::PoolRun { .. }
+            | Op::SqlxLock => Some(Op::RawLock),
+            Op::RuntimeXact(_) | Op::AttrXact | Op::RawGatedXact => Some(Op::RawXact),
             _ => None,
         }
     }
@@ -235,7 +266,7 @@ impl Cx {
 pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
     let key = op.key();
     cx.timed_part = None;
-    if let Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact = op {
+    if let Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact | Op::RawGatedXact = op {
         let counts = cx.counts.clone();
         let snapshot = || counts.as_ref().map_or((0, 0), |c| c.snapshot());
         let mut tx = cx.conn.begin().await?;
@@ -247,6 +278,18 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
                 guard.release().await?;
             }
             Op::AttrXact => attr::xact(&mut tx).await?,
+            Op::RawGatedXact => {
+                let (taken, _pid): (Option<bool>, i32) = sqlx::query_as(
+                    "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+                     ELSE pg_advisory_xact_lock($1) IS NOT NULL END, pg_backend_pid()",
+                )
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                if taken != Some(true) {
+                    return Err("pglock's statement by hand: not taken".into());
+                }
+            }
             _ => {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(key)
@@ -280,7 +323,9 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
             Mode::Timed => attr::timed(conn).await?,
             Mode::Shared => attr::shared(conn).await?,
         },
-        Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact => unreachable!("handled above"),
+        Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact | Op::RawGatedXact => {
+            unreachable!("handled above")
+        }
         Op::RuntimeXactWhole => {
             let mut tx = conn.begin().await?;
             let guard = XactMode::Default.lock(key).acquire(&mut tx).await?;
@@ -298,6 +343,16 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
                 .await?;
         }
         Op::AttrPool => attr::on_pool(&cx.pool).await?,
+        Op::PoolRun { heartbeat } => {
+            let lock = pglock::advisory(key);
+            let lock = if heartbeat {
+                lock
+            } else {
+                lock.heartbeat(None)
+            };
+            lock.run(&cx.pool, async { Ok::<_, pglock::Error>(()) })
+                .await?;
+        }
         Op::SqlxLock => {
             let lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(key));
             let guard = lock.acquire(&mut *conn).await?;

@@ -4,13 +4,14 @@
 //! the test harness's server (`DATABASE_URL`, or the throwaway cluster), and prints markdown
 //! tables with each figure, its ratio to the floor measured in the same run, its target and
 //! whether it is met. Sections: `latency` (floor, every mode and form, peers, django-pglock),
-//! `contention`, `prioritize`, `inspect`, `migration`.
+//! `contention`, `prioritize`, `inspect`, `migration`, `loss`.
 
 mod attributed;
 mod contention;
 mod django;
 mod inspect;
 mod latency;
+mod loss;
 mod migration;
 mod prioritize;
 mod report;
@@ -32,6 +33,7 @@ const SECTIONS: &[&str] = &[
     "prioritize",
     "inspect",
     "migration",
+    "loss",
 ];
 
 /// How much of everything to do.
@@ -48,6 +50,9 @@ struct Plan {
     contention_keys: Vec<contention::Keys>,
     prioritize_reps: usize,
     inspect_reps: usize,
+    /// Terminations per heartbeat, and network cuts per heartbeat.
+    loss_reps: usize,
+    cut_reps: usize,
 }
 
 impl Plan {
@@ -66,6 +71,8 @@ impl Plan {
                 contention_keys: vec![contention::Keys::One, contention::Keys::Own],
                 prioritize_reps: 2,
                 inspect_reps: 3,
+                loss_reps: 6,
+                cut_reps: 2,
             }
         } else {
             Plan {
@@ -81,6 +88,8 @@ impl Plan {
                 contention_keys: contention::KEYS.to_vec(),
                 prioritize_reps: 5,
                 inspect_reps: 10,
+                loss_reps: 20,
+                cut_reps: 5,
             }
         }
     }
@@ -280,6 +289,21 @@ async fn bench(plan: Plan) -> Res<Report> {
         }
         report.line_pub("## 7. Migrations under load");
         report.migration(&outcomes);
+    }
+
+    if plan.runs("loss") {
+        progress("section 8: lock loss (detection after pg_terminate_backend)");
+        let detection = loss::detection(&db, plan.loss_reps).await?;
+        progress("section 8: lock loss (a network cut)");
+        let notice = pglock_tests::KEEPALIVE_NOTICE;
+        let cuts = loss::cut_timeline(&db, plan.cut_reps, notice).await?;
+        report.line_pub("## 8. Lock loss");
+        report.loss_detection(&detection, lat.floor());
+        report.cut_timeline(&cuts, notice);
+        report.line_pub(
+            "The heartbeat's cost on short holds is in section 2c (`run`, heartbeat on vs off, \
+             measured in the same rounds as every other row).",
+        );
     }
 
     report.misses_section();

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use pglock_cli::top::{Edge, TreeRow, tree_rows};
+
 use pglock::{Activity, AdvisoryKey, BlockedPgLock, PgLock};
 use sqlx::PgConnection;
 
@@ -40,11 +42,15 @@ struct Node {
     blocked: BTreeSet<i32>,
 }
 
-/// The forest of blocking relations among the pairs listed.
+/// The forest of blocking relations among the pairs listed, drawn as `pglock top` draws it:
+/// each session once, under one of its blockers (see [`tree_rows`]). Blocking is a graph:
+/// sessions queued on one lock are each blocked by the holder and by everyone queued before
+/// them, and drawing every path would repeat a queue of n waiters about 2^n times.
 pub struct Forest {
     nodes: BTreeMap<i32, Node>,
-    /// The root of each tree, most sessions blocked first.
-    roots: Vec<i32>,
+    /// The trees kept, in drawing order: each root (most sessions blocked first), then what it
+    /// blocks, depth first.
+    rows: Vec<TreeRow>,
 }
 
 impl Forest {
@@ -52,8 +58,16 @@ impl Forest {
     /// contain one of these pids (all trees when empty).
     pub fn new(pairs: Vec<BlockedPgLock>, only: &[i32]) -> Forest {
         let mut nodes: BTreeMap<i32, Node> = BTreeMap::new();
+        let mut edges = Vec::with_capacity(pairs.len());
         for pair in pairs {
             let waiter = pair.lock.pid;
+            edges.push(Edge {
+                waiter,
+                blocker: pair.blocking_pid,
+                // Described from the node when drawn.
+                waits_for: String::new(),
+                waited: pair.lock.wait_duration,
+            });
             let blocker = nodes.entry(pair.blocking_pid).or_default();
             blocker.blocked.insert(waiter);
             if blocker.activity.is_none() {
@@ -65,44 +79,33 @@ impl Forest {
             }
             node.waits_for = Some(pair.lock);
         }
-        // Roots: blockers that wait for nothing. A cycle (a deadlock, for the moment before
-        // Postgres breaks it) has none: its smallest pid stands in.
-        let mut roots: Vec<i32> = nodes
-            .iter()
-            .filter(|(_, node)| node.waits_for.is_none())
-            .map(|(&pid, _)| pid)
-            .collect();
-        let mut reached: BTreeSet<i32> = BTreeSet::new();
-        for &root in &roots {
-            reach(&nodes, root, &mut reached);
-        }
-        while let Some(&pid) = nodes.keys().find(|pid| !reached.contains(pid)) {
-            roots.push(pid);
-            reach(&nodes, pid, &mut reached);
-        }
-        let mut forest = Forest { nodes, roots };
-        let counts: HashMap<i32, usize> = forest
-            .roots
-            .iter()
-            .map(|&root| (root, forest.blocks(root)))
-            .collect();
-        forest
-            .roots
-            .sort_by_key(|root| (std::cmp::Reverse(counts[root]), *root));
+        let mut rows = tree_rows(edges);
         if !only.is_empty() {
-            let keep: Vec<i32> = forest
-                .roots
-                .iter()
-                .copied()
-                .filter(|&root| {
+            // Keep a tree when one of the pids is in it: anywhere its root holds up, drawn
+            // under it or under another root it also waits behind.
+            let mut kept = Vec::with_capacity(rows.len());
+            let mut keep = false;
+            for row in rows {
+                if row.depth == 0 {
                     let mut members = BTreeSet::new();
-                    reach(&forest.nodes, root, &mut members);
-                    only.iter().any(|pid| members.contains(pid))
-                })
-                .collect();
-            forest.roots = keep;
+                    reach(&nodes, row.pid, &mut members);
+                    keep = only.iter().any(|pid| members.contains(pid));
+                }
+                if keep {
+                    kept.push(row);
+                }
+            }
+            rows = kept;
         }
-        forest
+        Forest { nodes, rows }
+    }
+
+    /// The roots of the trees kept, in drawing order.
+    fn roots(&self) -> impl Iterator<Item = i32> + '_ {
+        self.rows
+            .iter()
+            .filter(|row| row.depth == 0)
+            .map(|row| row.pid)
     }
 
     /// The root blockers of the trees kept: sessions that block others and wait for nothing,
@@ -110,9 +113,8 @@ impl Forest {
     /// (pid 0), nor a backend the listing could not see (another database's), which cannot be
     /// signalled; nor the stand-in root of a deadlock's cycle, which waits.
     pub fn root_blockers(&self) -> Vec<(i32, &Activity)> {
-        self.roots
-            .iter()
-            .filter_map(|&pid| {
+        self.roots()
+            .filter_map(|pid| {
                 let node = &self.nodes[&pid];
                 let activity = node.activity.as_ref()?;
                 (pid != 0 && node.waits_for.is_none() && !node.blocked.is_empty())
@@ -130,47 +132,24 @@ impl Forest {
 
     /// As text: one line per backend, the blocked ones indented under their blockers.
     pub fn text(&self, names: &HashMap<AdvisoryKey, String>, style: Style) -> String {
-        if self.roots.is_empty() {
+        if self.rows.is_empty() {
             return "No blocked sessions.\n".to_owned();
         }
         let mut out = String::new();
-        for &root in &self.roots {
-            let line = style.cut(&self.describe(root, names));
-            out.push_str(&style.alert(&line));
-            out.push('\n');
-            let mut path = vec![root];
-            self.text_children(root, "", names, style, &mut path, &mut out);
-        }
-        out
-    }
-
-    fn text_children(
-        &self,
-        pid: i32,
-        indent: &str,
-        names: &HashMap<AdvisoryKey, String>,
-        style: Style,
-        path: &mut Vec<i32>,
-        out: &mut String,
-    ) {
-        let children: Vec<i32> = self.nodes[&pid].blocked.iter().copied().collect();
-        for (i, &child) in children.iter().enumerate() {
-            let last = i + 1 == children.len();
-            let branch = if last { "└─ " } else { "├─ " };
-            let cycle = path.contains(&child);
-            let mut line = format!("{indent}{branch}{}", self.describe(child, names));
-            if cycle {
+        for row in &self.rows {
+            let mut line = format!("{}{}", row.prefix, self.describe(row.pid, names));
+            if row.cycle {
                 line.push_str(" (deadlock: already above)");
             }
-            out.push_str(&style.cut(&line));
-            out.push('\n');
-            if !cycle {
-                path.push(child);
-                let deeper = format!("{indent}{}", if last { "   " } else { "│  " });
-                self.text_children(child, &deeper, names, style, path, out);
-                path.pop();
+            let line = style.cut(&line);
+            if row.depth == 0 {
+                out.push_str(&style.alert(&line));
+            } else {
+                out.push_str(&line);
             }
+            out.push('\n');
         }
+        out
     }
 
     /// `4242 blocks 2 · app@db · waits 0:00:05 for ACCESS_SHARE on public.t · ACTIVE 0:00:05 ·
@@ -219,21 +198,34 @@ impl Forest {
         parts.join(" · ")
     }
 
-    /// As JSON: the trees as nested objects.
+    /// As JSON: the trees as nested objects, each session once (as in the text).
     pub fn json(&self, names: &HashMap<AdvisoryKey, String>) -> serde_json::Value {
-        self.roots
-            .iter()
-            .map(|&root| self.json_node(root, names, &mut vec![]))
-            .collect::<Vec<_>>()
-            .into()
+        let mut trees = Vec::new();
+        let mut next = 0;
+        while next < self.rows.len() {
+            trees.push(self.json_node(names, &mut next));
+        }
+        trees.into()
     }
 
+    /// The row at `*next` and the rows under it, leaving `*next` past them. A row that comes
+    /// back round a deadlock's cycle is left out: its session is above it already.
     fn json_node(
         &self,
-        pid: i32,
         names: &HashMap<AdvisoryKey, String>,
-        path: &mut Vec<i32>,
+        next: &mut usize,
     ) -> serde_json::Value {
+        let row = &self.rows[*next];
+        *next += 1;
+        let mut blocked: Vec<serde_json::Value> = Vec::new();
+        while let Some(child) = self.rows.get(*next).filter(|child| child.depth > row.depth) {
+            if child.cycle {
+                *next += 1;
+            } else {
+                blocked.push(self.json_node(names, next));
+            }
+        }
+        let pid = row.pid;
         let node = &self.nodes[&pid];
         let activity = node.activity.as_ref();
         let field = |name: &str| {
@@ -249,14 +241,6 @@ impl Forest {
                 "wait_duration": lock.wait_duration.map(|d| d.as_secs_f64()),
             })
         });
-        path.push(pid);
-        let mut blocked: Vec<serde_json::Value> = Vec::new();
-        for &child in &node.blocked {
-            if !path.contains(&child) {
-                blocked.push(self.json_node(child, names, path));
-            }
-        }
-        path.pop();
         serde_json::json!({
             "pid": pid,
             "database": field("database"),

@@ -98,8 +98,9 @@ fn empty_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The command with a clean environment: no `DATABASE_URL`, `COLUMNS` or `NO_COLOR` unless a
-/// test sets them, run in an empty directory.
+/// The command with a clean environment: no `DATABASE_URL`, `PG*` (libpq's `PGHOST`,
+/// `PGPASSWORD`, `PGSSLMODE`...), `COLUMNS`, `NO_COLOR` or `CLICOLOR_FORCE` unless a test sets
+/// them, run in an empty directory, so that a developer's environment cannot leak into a test.
 fn pglock(args: &[&str]) -> Command {
     let mut command = Command::new(binary());
     command
@@ -107,7 +108,13 @@ fn pglock(args: &[&str]) -> Command {
         .env_remove("DATABASE_URL")
         .env_remove("COLUMNS")
         .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
         .current_dir(empty_dir("cwd"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PG") {
+            command.env_remove(name);
+        }
+    }
     command
 }
 
@@ -602,6 +609,79 @@ async fn the_tree_puts_root_blockers_first_with_how_many_they_block() {
         Some("advisory 7".into())
     );
     drop(holder);
+}
+
+/// Sessions queued on one lock are each blocked by the holder and by everyone queued before
+/// them (`pg_blocking_pids`): a tree drawing every path would print a queue of n about 2^n
+/// times. Each is drawn once, under the holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_queue_shows_each_session_once() {
+    const QUEUED: usize = 12;
+    let db = TestDb::new().await;
+    let mut holder = db.connect().await;
+    let holder_pid = pid(&mut holder).await;
+    exec(&mut holder, "SELECT pg_advisory_lock(12)").await;
+    let mut queued = Vec::new();
+    let mut running = Vec::new();
+    for _ in 0..QUEUED {
+        let mut waiter = db.connect().await;
+        let waiter_pid = pid(&mut waiter).await;
+        // In order: each queues behind the ones before it.
+        running.push(start(waiter, "SELECT pg_advisory_lock(12)"));
+        until_waiting(db.pool(), waiter_pid).await;
+        queued.push(waiter_pid);
+    }
+
+    let tree = run(pglock(&["-d", db.url(), "tree"]), None).await;
+    let out = tree.ok();
+    let pids: Vec<i32> = out
+        .lines()
+        .map(|line| {
+            let line = line.trim_start_matches(['├', '└', '│', '─', ' ']);
+            let first = line.split([' ', '·']).next().unwrap_or_default();
+            first
+                .parse()
+                .unwrap_or_else(|e| panic!("no pid first ({e}): {line}\n{out}"))
+        })
+        .collect();
+    assert_eq!(pids.len(), QUEUED + 1, "{out}");
+    assert_eq!(pids[0], holder_pid, "{out}");
+    for waiter in &queued {
+        assert_eq!(
+            pids.iter().filter(|pid| *pid == waiter).count(),
+            1,
+            "{waiter} once: {out}"
+        );
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("{holder_pid} blocks {QUEUED} · ")),
+        "{out}"
+    );
+    // Under the holder, the only one of their blockers that waits for nothing.
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|line| line.starts_with("├─ ") || line.starts_with("└─ ")),
+        "{out}"
+    );
+
+    let json = run(pglock(&["-d", db.url(), "tree", "--json"]), None).await;
+    let doc = json.ok();
+    let in_json: Vec<i32> = sqlx::query_scalar(
+        "SELECT (pid #>> '{}')::int FROM \
+         jsonb_path_query($1::jsonb, 'strict $.** ? (@.type() == \"object\" && exists(@.pid)).pid') \
+         AS pid ORDER BY 1",
+    )
+    .bind(doc)
+    .fetch_all(db.pool())
+    .await
+    .unwrap_or_else(|e| panic!("not JSON ({e}): {doc}"));
+    let mut expected: Vec<i32> = queued.iter().copied().chain([holder_pid]).collect();
+    expected.sort_unstable();
+    assert_eq!(in_json, expected, "{doc}");
+    drop(holder);
+    drop(running);
 }
 
 #[tokio::test(flavor = "multi_thread")]

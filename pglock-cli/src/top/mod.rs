@@ -32,7 +32,8 @@ use pglock::{BlockedLockQuery, LockQuery, Signal};
 use sqlx::PgConnection;
 
 pub use app::{App, Command, Mode, Pane, Sort};
-pub use snapshot::{LockRow, Session, Snapshot, TreeRow};
+// `tree_rows` and `Edge` also draw `pglock tree`, so that both show each session once.
+pub use snapshot::{Edge, LockRow, Session, Snapshot, TreeRow, tree_rows};
 pub use terminal::{Options, run};
 pub use view::{MIN_HEIGHT, MIN_WIDTH, Theme, draw};
 

@@ -169,9 +169,13 @@ impl Snapshot {
 /// A backend waiting for a lock another one blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edge {
+    /// The waiting backend.
     pub waiter: i32,
+    /// A backend it waits behind (`pg_blocking_pids`): a holder, or one queued before it.
     pub blocker: i32,
+    /// What it waits for, as drawn: `ACCESS_EXCLUSIVE on public.orders`.
     pub waits_for: String,
+    /// How long it has waited.
     pub waited: Option<Duration>,
 }
 
