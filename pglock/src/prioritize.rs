@@ -265,8 +265,8 @@ pub struct PrioritizeHeld {
 }
 
 impl Held for PrioritizeHeld {
-    fn describe(&self) -> String {
-        "prioritize".to_owned()
+    fn describe(&self) -> &'static str {
+        "prioritize"
     }
 
     /// Restore the lock timeout, then stop the background task: the task's failure is

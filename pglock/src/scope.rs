@@ -134,9 +134,10 @@ impl<H: Site, K: Kind<H>> Kind<H> for Result<K, Error> {
 
 /// The state of an entered scope, apart from the site it was entered on.
 pub trait Held: Sized {
-    /// What the scope is, for logs.
+    /// What kind of scope it is, for logs (the errors name the lock themselves). Static, so
+    /// that ending a scope allocates nothing for a log line nobody may read.
     #[doc(hidden)]
-    fn describe(&self) -> String;
+    fn describe(&self) -> &'static str;
 
     /// Run the scope's body while holding, catching its panic. A scope that watches what it
     /// holds may end the body early (it is dropped), reporting why as `Err` of the outer result.

@@ -375,8 +375,8 @@ impl TimeoutHeld {
 }
 
 impl Held for TimeoutHeld {
-    fn describe(&self) -> String {
-        self.name.to_owned()
+    fn describe(&self) -> &'static str {
+        self.name
     }
 
     async fn end<H: Site>(self, site: &mut H, _body_failed: bool) -> Result<(), Error> {

@@ -5,9 +5,9 @@
 //! is turned away with a message that says why. Also: `pglock completions`, colour decisions
 //! (`CLICOLOR_FORCE`, `NO_COLOR`), and `cargo install` of the command's package.
 
-mod common;
 #[path = "common/binary.rs"]
 mod command;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -319,13 +319,8 @@ impl Held for AdvisoryHeld {
         Ok(out)
     }
 
-    fn describe(&self) -> String {
-        let id = match &self.on {
-            On::Owned(guard) => guard.id().to_string(),
-            On::OwnedTransaction(_) => return "a transaction-level lock".into(),
-            On::Lent(lock) => lock.id.to_string(),
-        };
-        format!("lock \"{id}\"")
+    fn describe(&self) -> &'static str {
+        "advisory lock"
     }
 
     async fn end<H: Site>(self, site: &mut H, body_failed: bool) -> Result<(), Error> {
@@ -338,15 +333,16 @@ impl Held for AdvisoryHeld {
             return Err(lost);
         }
         let left = self.left_to_hold();
-        let (what, heartbeat) = (self.describe(), self.heartbeat);
+        let heartbeat = self.heartbeat;
         match (self.on, left) {
             // min_hold: the lock outlives the body in the background, and the call returns.
             (On::Owned(guard), Some(left)) => {
+                let what = format!("lock \"{}\"", guard.id());
                 linger::linger(what, Lingering::Session(guard), left, heartbeat);
                 Ok(())
             }
             (On::OwnedTransaction(conn), Some(left)) => {
-                let commit = !body_failed;
+                let (what, commit) = ("a transaction-level lock".to_owned(), !body_failed);
                 linger::linger(
                     what,
                     Lingering::Transaction { conn, commit },
