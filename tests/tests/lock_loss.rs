@@ -43,8 +43,12 @@ async fn holder_of(observer: &PgPool, id: &str) -> i32 {
 }
 
 #[pglock::advisory("terminated-job", heartbeat = "200ms")]
-async fn long_job(pool: &PgPool, after_await: Arc<AtomicBool>) -> Result<(), Error> {
-    let _ = pool;
+async fn long_job(
+    pool: &PgPool,
+    after_await: Arc<AtomicBool>,
+    started: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), Error> {
+    let _ = (pool, started.send(()));
     tokio::time::sleep(Duration::from_secs(30)).await;
     after_await.store(true, Ordering::SeqCst);
     Ok(())
@@ -56,7 +60,11 @@ async fn a_terminated_holder_is_stopped_within_a_heartbeat_and_returns_lost() {
     let pool = db.pool_with(2).await;
     let after_await = Arc::new(AtomicBool::new(false));
     let flag = after_await.clone();
-    let call = tokio::spawn(async move { long_job(&pool, flag).await });
+    let (started, body_started) = tokio::sync::oneshot::channel();
+    let call = tokio::spawn(async move { long_job(&pool, flag, started).await });
+    // Terminate once the client holds the lock (its body runs), not merely once the server
+    // granted it.
+    body_started.await.unwrap();
     let holder = holder_of(db.pool(), "terminated-job").await;
 
     let terminated = Instant::now();
@@ -91,16 +99,19 @@ async fn the_runtime_run_form_is_watched_too() {
     let pool = db.pool_with(2).await;
     let after_await = Arc::new(AtomicBool::new(false));
     let flag = after_await.clone();
+    let (started, body_started) = tokio::sync::oneshot::channel();
     let call = tokio::spawn(async move {
         pglock::advisory("terminated-run")
             .heartbeat(Duration::from_millis(100))
             .run(&pool, async move {
+                let _ = started.send(());
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 flag.store(true, Ordering::SeqCst);
                 Ok::<_, Error>(())
             })
             .await
     });
+    body_started.await.unwrap();
     let holder = holder_of(db.pool(), "terminated-run").await;
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(holder)
@@ -120,8 +131,9 @@ async fn the_runtime_run_form_is_watched_too() {
 async fn cut_job(
     pool: &PgPool,
     dropped: Arc<std::sync::Mutex<Option<Instant>>>,
+    started: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), Error> {
-    let _ = pool;
+    let _ = (pool, started.send(()));
     struct OnDrop(Arc<std::sync::Mutex<Option<Instant>>>);
     impl Drop for OnDrop {
         fn drop(&mut self) {
@@ -146,10 +158,14 @@ async fn a_cut_network_stops_the_body_before_the_server_frees_the_lock() {
         .await
         .unwrap();
     let dropped = Arc::new(std::sync::Mutex::new(None));
+    let (started, body_started) = tokio::sync::oneshot::channel();
     let call = tokio::spawn({
         let (through, dropped) = (through.clone(), dropped.clone());
-        async move { cut_job(&through, dropped).await }
+        async move { cut_job(&through, dropped, started).await }
     });
+    // The body runs, so the client knows it holds the lock (the server's grant alone could still
+    // be on its way through the proxy when the cut comes).
+    body_started.await.unwrap();
     holder_of(db.pool(), "cut-job").await;
 
     let cut = Instant::now();
@@ -229,12 +245,14 @@ async fn a_notified_body_finishes_its_step_and_the_call_returns_lost() {
     let db = TestDb::new().await;
     let pool = db.pool_with(2).await;
     let finished = Arc::new(AtomicBool::new(false));
+    let (started, body_started) = tokio::sync::oneshot::channel();
     let call = tokio::spawn({
         let finished = finished.clone();
         async move {
             pglock::advisory("notified-run")
                 .heartbeat(Duration::from_millis(100))
                 .run_notified(&pool, |mut lost| async move {
+                    let _ = started.send(());
                     assert!(!lost.is_lost());
                     lost.lost().await;
                     // The step in hand completes; the lock is gone by now.
@@ -245,6 +263,7 @@ async fn a_notified_body_finishes_its_step_and_the_call_returns_lost() {
                 .await
         }
     });
+    body_started.await.unwrap();
     let holder = holder_of(db.pool(), "notified-run").await;
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(holder)
