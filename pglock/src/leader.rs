@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
-use sqlx::{AssertSqlSafe, PgPool};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -126,11 +128,20 @@ impl Leader {
     {
         let (status, watching) = watch::channel(Status::Campaigning);
         let (stop, stopped) = oneshot::channel();
-        let campaign = tokio::spawn(campaign(self, pool.clone(), task, status, stopped));
+        let waiting = Waiting::default();
+        let campaign = tokio::spawn(campaign(
+            self,
+            pool.clone(),
+            task,
+            status,
+            stopped,
+            waiting.clone(),
+        ));
         Leadership {
             status: watching,
             stop: Some(stop),
             campaign: Some(campaign),
+            waiting,
         }
     }
 }
@@ -143,6 +154,48 @@ pub struct Leadership {
     status: watch::Receiver<Status>,
     stop: Option<oneshot::Sender<()>>,
     campaign: Option<JoinHandle<()>>,
+    waiting: Waiting,
+}
+
+/// The campaign's connection while it waits for the lock: its own one-connection pool, and the
+/// waiting backend's pid. A campaign stopped mid-wait must end that wait on the server, or the
+/// lock would be granted to a connection nobody uses (sqlx returns a listener's connection to
+/// its pool after `UNLISTEN`, which runs once the wait ends).
+#[derive(Clone, Default)]
+struct Waiting(Arc<Mutex<Option<(PgPool, i32)>>>);
+
+impl Waiting {
+    fn set(&self, pool: &PgPool, pid: i32) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((pool.clone(), pid));
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    /// End the wait, if one is under way: cancel its statement from a connection of its own,
+    /// and close its pool (which closes the connection once sqlx has done with it).
+    async fn abandon(&self) {
+        let Some((pool, pid)) = self.0.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return;
+        };
+        match PgConnection::connect_with(&pool.connect_options()).await {
+            Ok(mut conn) => {
+                let cancelled = sqlx::query("SELECT pg_cancel_backend($1)")
+                    .bind(pid)
+                    .execute(&mut conn)
+                    .await;
+                if let Err(error) = cancelled {
+                    tracing::warn!(%error, "pglock: leader election: could not cancel an abandoned wait");
+                }
+                let _ = conn.close().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pglock: leader election: could not cancel an abandoned wait")
+            }
+        }
+        pool.close().await;
+    }
 }
 
 impl Leadership {
@@ -178,6 +231,10 @@ impl Drop for Leadership {
     fn drop(&mut self) {
         if let Some(campaign) = self.campaign.take() {
             campaign.abort();
+            let waiting = self.waiting.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { waiting.abandon().await });
+            }
         }
     }
 }
@@ -197,15 +254,19 @@ async fn campaign<F, Fut>(
     mut task: F,
     status: watch::Sender<Status>,
     mut stop: oneshot::Receiver<()>,
+    waiting: Waiting,
 ) where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
         status.send_replace(Status::Campaigning);
-        let term = match race(elect(&leader, &pool), &mut stop).await {
+        let term = match race(elect(&leader, &pool, &waiting), &mut stop).await {
             First(term) => term,
-            Second(_) => break,
+            Second(_) => {
+                waiting.abandon().await;
+                break;
+            }
         };
         let mut term = match term {
             Ok(term) => term,
@@ -264,6 +325,8 @@ async fn campaign<F, Fut>(
 /// One term of leadership: the connection holding the lock.
 struct Term {
     listener: PgListener,
+    /// The listener's pool, closed when the term ends.
+    own: PgPool,
     key: AdvisoryKey,
     id: LockId,
     pid: i32,
@@ -272,10 +335,15 @@ struct Term {
 }
 
 /// Connect, listen for hand-overs, wait for the lock, and read how the previous leader left.
-async fn elect(leader: &Leader, pool: &PgPool) -> Result<Term, Error> {
+async fn elect(leader: &Leader, pool: &PgPool, waiting: &Waiting) -> Result<Term, Error> {
     let key = leader.id.key();
     let channel = channel(key);
-    let mut listener = PgListener::connect_with(pool).await?;
+    // A pool of one connection of its own: outside the caller's pool's count, and closed with
+    // the term.
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
+    let mut listener = PgListener::connect_with(&own).await?;
     listener.ignore_pool_close_event(true);
     listener.listen(&channel).await?;
     // Wait as long as it takes, whatever the role's lock_timeout; and (Postgres 14+) let the
@@ -299,6 +367,7 @@ async fn elect(leader: &Leader, pool: &PgPool) -> Result<Term, Error> {
     }
     // The leader now, if any: the one whose hand-over would count.
     let mut previous = holder(&mut listener, key).await?;
+    waiting.set(&own, pid);
     let statement = match key {
         AdvisoryKey::BigInt(_) => "SELECT pg_advisory_lock($1)",
         AdvisoryKey::Pair(..) => "SELECT pg_advisory_lock($1, $2)",
@@ -306,6 +375,7 @@ async fn elect(leader: &Leader, pool: &PgPool) -> Result<Term, Error> {
     bind_key(sqlx::query(AssertSqlSafe(statement)), key)
         .execute(&mut listener)
         .await?;
+    waiting.clear();
     // The notifications sent while waiting reach this connection when it next goes idle:
     // one more round trip, and they are buffered.
     sqlx::query("SELECT 1").execute(&mut listener).await?;
@@ -333,6 +403,7 @@ async fn elect(leader: &Leader, pool: &PgPool) -> Result<Term, Error> {
         .await?;
     Ok(Term {
         listener,
+        own,
         key,
         id: leader.id.clone(),
         pid,
@@ -353,6 +424,17 @@ async fn holder(listener: &mut PgListener, key: AdvisoryKey) -> Result<Option<i3
     .bind(key.pg_locks_objsubid())
     .fetch_optional(listener)
     .await?)
+}
+
+impl Drop for Term {
+    /// The term's connection goes with it: its pool is closed (once sqlx has run `UNLISTEN` on
+    /// the connection, or found it broken), so no session of a past term lingers.
+    fn drop(&mut self) {
+        let own = self.own.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { own.close().await });
+        }
+    }
 }
 
 impl Term {

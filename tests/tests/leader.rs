@@ -205,3 +205,44 @@ async fn a_killed_leader_process_is_replaced_after_the_grace_period() {
     assert!(took >= 2 * HEARTBEAT, "{took:?}");
     standby.step_down().await;
 }
+
+/// A candidate that stops while it waits leaves nothing behind: its wait ends on the server,
+/// so the lock is not granted to an idle connection after the leader goes (while every pool
+/// lives on), and campaigning takes no connection from the caller's pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_stopped_while_waiting_is_never_granted_the_lock() {
+    let db = TestDb::new().await;
+    let running = Running::default();
+    let (first_pool, second_pool) = (db.pool_with(1).await, db.pool_with(1).await);
+    let first = pglock::leader("stopped-waiter")
+        .heartbeat(HEARTBEAT)
+        .run(&first_pool, running.task());
+    let mut leads = first.watch();
+    leads
+        .wait_for(|status| matches!(status, Status::Leading { .. }))
+        .await
+        .unwrap();
+    let second = pglock::leader("stopped-waiter")
+        .heartbeat(HEARTBEAT)
+        .run(&second_pool, running.task());
+    common::until_someone_waits(db.pool(), "stopped-waiter").await;
+    // The caller's pool of one still lends its connection: the campaign has its own.
+    let lent = tokio::time::timeout(Duration::from_secs(5), second_pool.acquire())
+        .await
+        .expect("the campaign took no connection from the caller's pool")
+        .unwrap();
+    drop(lent);
+
+    second.step_down().await;
+    first.step_down().await;
+    common::eventually(Duration::from_secs(5), "no session holds or waits", async || {
+        common::locks_on(db.pool(), "stopped-waiter").await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        common::locks_on(db.pool(), "stopped-waiter").await.is_empty(),
+        "the abandoned wait was never granted"
+    );
+    drop((first_pool, second_pool));
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
@@ -111,6 +112,61 @@ impl<'c> AdvisoryGuard<'c> {
     /// Whether the lock held is transaction-level (released when the transaction ends).
     pub fn is_xact(&self) -> bool {
         self.mode.xact
+    }
+
+    /// Watch the lock's session: check it every `heartbeat` (a `SELECT 1` that must be answered
+    /// within one interval) until a check fails, and return the loss. A guard lends its
+    /// connection through `Deref` at any moment, so pglock cannot watch it on its own; this is
+    /// the same heartbeat as [`Advisory::run`](crate::Advisory::run)'s, for code that holds a
+    /// guard and races its work against the loss:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn relay() {}
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut guard = pglock::advisory("outbox-relay").acquire(pool).await?;
+    /// let work = std::pin::pin!(relay());
+    /// let lost = std::pin::pin!(guard.lost(Duration::from_millis(500)));
+    /// // Whichever comes first: the work's end, or the loss (then the work is dropped).
+    /// let outcome = std::future::poll_fn(|cx| {
+    ///     use std::task::Poll;
+    ///     if let Poll::Ready(()) = work.as_mut().poll(cx) {
+    ///         return Poll::Ready(Ok(()));
+    ///     }
+    ///     lost.as_mut().poll(cx).map(Err)
+    /// })
+    /// .await;
+    /// match outcome {
+    ///     Ok(()) => guard.release().await?,
+    ///     Err(lost) => return Err(lost),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// While it runs, the watch has the connection: use it from the guard between watches only.
+    /// Intervals under [`MIN_HEARTBEAT`](crate::MIN_HEARTBEAT) are raised to it.
+    ///
+    /// # Errors
+    /// It returns (never `Ok`) [`Error::Lost`] once a check fails or goes unanswered; the
+    /// session is then gone, or the connection is left mid-statement and should be dropped
+    /// (which closes it, on a pool).
+    ///
+    /// # Cancel safety
+    /// Dropping the future mid-check leaves that `SELECT 1` to finish before the connection's
+    /// next statement; nothing else changes.
+    pub async fn lost(&mut self, heartbeat: Duration) -> Error {
+        let every = heartbeat.max(crate::MIN_HEARTBEAT);
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beats.tick().await;
+            if let Err(source) = super::beat(&mut **self.conn_mut(), every).await {
+                return Error::Lost {
+                    lock: self.id.clone(),
+                    source,
+                };
+            }
+        }
     }
 
     /// Release the lock now.

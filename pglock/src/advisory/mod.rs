@@ -132,8 +132,9 @@ pub fn advisory(id: impl Into<LockId>) -> Advisory {
 /// it: a check sent while the body's statement is in flight would read the body's answer. There
 /// the body's own statements fail once the session is gone, and
 /// [`release`](AdvisoryGuard::release) reports [`Error::Lost`]. Use [`run`](Advisory::run) (or
-/// the attribute) for long bodies that must stop when the lock is lost. A guard offers no
-/// `lost()` watch for the same reason: it lends its connection through `Deref` at any moment.
+/// the attribute) for long bodies that must stop when the lock is lost. A guard is watched on
+/// request instead: [`AdvisoryGuard::lost`] runs the same heartbeat on its connection (which
+/// the watch then has to itself) and returns the loss, to race against the work.
 ///
 /// # Hot standbys
 /// An advisory lock lives in the memory of the server it is taken on. On a hot standby (a read
