@@ -4,11 +4,13 @@
 //! the test harness's server (`DATABASE_URL`, or the throwaway cluster), and prints markdown
 //! tables with each figure, its ratio to the floor measured in the same run, its target and
 //! whether it is met. Sections: `latency` (floor, every mode and form, peers, django-pglock),
-//! `contention`, `prioritize`, `inspect`.
+//! `contention`, `prioritize`, `inspect`, `failover` (leader failover timelines and `min_hold`'s
+//! return latency).
 
 mod attributed;
 mod contention;
 mod django;
+mod failover;
 mod inspect;
 mod latency;
 mod prioritize;
@@ -25,7 +27,7 @@ use report::Report;
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-const SECTIONS: &[&str] = &["latency", "contention", "prioritize", "inspect"];
+const SECTIONS: &[&str] = &["latency", "contention", "prioritize", "inspect", "failover"];
 
 /// How much of everything to do.
 struct Plan {
@@ -41,6 +43,8 @@ struct Plan {
     contention_keys: Vec<contention::Keys>,
     prioritize_reps: usize,
     inspect_reps: usize,
+    failover_reps: usize,
+    min_hold_rounds: usize,
 }
 
 impl Plan {
@@ -59,6 +63,8 @@ impl Plan {
                 contention_keys: vec![contention::Keys::One, contention::Keys::Own],
                 prioritize_reps: 2,
                 inspect_reps: 3,
+                failover_reps: 4,
+                min_hold_rounds: 150,
             }
         } else {
             Plan {
@@ -74,6 +80,8 @@ impl Plan {
                 contention_keys: contention::KEYS.to_vec(),
                 prioritize_reps: 5,
                 inspect_reps: 10,
+                failover_reps: 15,
+                min_hold_rounds: 600,
             }
         }
     }
@@ -93,6 +101,9 @@ fn usage() -> ! {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(failover::CANDIDATE) {
+        failover::candidate_main(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some(contention::WORKER) {
         let url = args.get(1).unwrap_or_else(|| usage()).clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -264,6 +275,10 @@ async fn bench(plan: Plan) -> Res<Report> {
         report.top_refresh(&refresh?);
     }
 
+    if plan.runs("failover") {
+        failover_section(&plan, &db, &mut report, lat.floor()).await?;
+    }
+
     report.misses_section();
     report.line_pub(&format!(
         "\nWhole run: {:.0} s. Load average at the end: {}.",
@@ -273,6 +288,30 @@ async fn bench(plan: Plan) -> Res<Report> {
     let _ = cx.conn.close().await;
     let _ = admin.close().await;
     Ok(report)
+}
+
+/// Section 7: leader failover timelines, and `min_hold`'s return latency.
+async fn failover_section(
+    plan: &Plan,
+    db: &pglock_tests::TestDb,
+    report: &mut Report,
+    floor: f64,
+) -> Res<()> {
+    progress("section 7: leader failover");
+    let pools = [db.pool_with(2).await, db.pool_with(2).await];
+    let outcomes = failover::run(db.url(), &pools, plan.failover_reps).await?;
+    let anatomy = failover::anatomy(db.url(), plan.failover_reps).await?;
+    progress("section 7: min_hold's return latency");
+    let pool = db.pool_with(4).await;
+    let min_hold = failover::min_hold(&pool, db.url(), plan.min_hold_rounds).await?;
+    pool.close().await;
+    for pool in pools {
+        pool.close().await;
+    }
+    report.line_pub("## 7. Leader failover and min_hold");
+    report.failover(&outcomes, floor, &anatomy);
+    report.min_hold(&min_hold);
+    Ok(())
 }
 
 /// Round trips and statement preparations of each operation, through the counting proxy.
