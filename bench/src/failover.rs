@@ -77,8 +77,6 @@ pub struct Rep {
     /// The new leader was granted the lock and read how the old one left (its status left
     /// `Campaigning`: `Waiting`, or `Leading` after a clean hand-over).
     pub won: f64,
-    /// Its status became `Leading`.
-    pub leading: f64,
     /// Its task started (first poll).
     pub started: f64,
     /// `Leading { clean }`.
@@ -137,14 +135,16 @@ impl Drop for DropMark {
 fn candidate(pool: &PgPool, lock: i64) -> (Leadership, Marks) {
     let (marks, read) = unbounded_channel();
     let task_marks = marks.clone();
-    let leadership = pglock::leader(lock).heartbeat(HEARTBEAT).run(pool, move || {
-        let marks = task_marks.clone();
-        async move {
-            let _ = marks.send((Mark::Started, Instant::now()));
-            let _dropped = DropMark(marks);
-            std::future::pending::<()>().await;
-        }
-    });
+    let leadership = pglock::leader(lock)
+        .heartbeat(HEARTBEAT)
+        .run(pool, move || {
+            let marks = task_marks.clone();
+            async move {
+                let _ = marks.send((Mark::Started, Instant::now()));
+                let _dropped = DropMark(marks);
+                std::future::pending::<()>().await;
+            }
+        });
     let mut status = leadership.watch();
     tokio::spawn(async move {
         while status.changed().await.is_ok() {
@@ -225,34 +225,26 @@ fn us_since(event: Instant, at: Instant) -> f64 {
     }
 }
 
-/// The new leader's marks after `event`: won, leading (and clean), started.
+/// The new leader's marks after `event`: won, whether cleanly, started.
 async fn new_leader_marks(marks: &mut Marks, event: Instant, rep: &mut Rep) -> Res<()> {
     let (won, won_at) = next_mark(marks, "the new leader wins", |m| {
         matches!(m, Mark::Status(Status::Waiting | Status::Leading { .. }))
     })
     .await?;
     rep.won = us_since(event, won_at);
-    let leading_at = match won {
-        Mark::Status(Status::Leading { clean }) => {
-            rep.clean = clean;
-            won_at
-        }
+    let leading = match won {
+        Mark::Status(Status::Leading { .. }) => won,
         _ => {
-            let (leading, at) =
-                next_mark(marks, "the new leader leads", |m| {
-                    matches!(m, Mark::Status(Status::Leading { .. }))
-                }).await?;
-            if let Mark::Status(Status::Leading { clean }) = leading {
-                rep.clean = clean;
-            }
-            at
+            next_mark(marks, "the new leader leads", |m| {
+                matches!(m, Mark::Status(Status::Leading { .. }))
+            })
+            .await?
+            .0
         }
     };
-    rep.leading = us_since(event, leading_at);
-    let (_, started) = next_mark(marks, "the new task starts", |m| {
-        matches!(m, Mark::Started)
-    })
-    .await?;
+    rep.clean = matches!(leading, Mark::Status(Status::Leading { clean: true }));
+    let (_, started) =
+        next_mark(marks, "the new task starts", |m| matches!(m, Mark::Started)).await?;
     rep.started = us_since(event, started);
     Ok(())
 }
@@ -389,10 +381,12 @@ pub fn candidate_main(args: &[String]) -> ! {
         .expect("a runtime");
     runtime.block_on(async {
         let pool = sqlx::PgPool::connect_lazy(url).expect("a Postgres URL");
-        let _leadership = pglock::leader(lock).heartbeat(heartbeat).run(&pool, || async {
-            println!("leading");
-            std::future::pending::<()>().await;
-        });
+        let _leadership = pglock::leader(lock)
+            .heartbeat(heartbeat)
+            .run(&pool, || async {
+                println!("leading");
+                std::future::pending::<()>().await;
+            });
         std::future::pending::<()>().await;
     });
     unreachable!("a candidate runs until killed")
@@ -507,10 +501,8 @@ pub async fn anatomy(url: &str, reps: usize) -> Res<Anatomy> {
                 .bind(key)
                 .execute(&mut holder)
                 .await?;
-            let mut waiter = PgConnection::connect(url).await?;
-            sqlx::raw_sql("LISTEN pglock_bench_anatomy")
-                .execute(&mut waiter)
-                .await?;
+            let mut waiter = sqlx::postgres::PgListener::connect(url).await?;
+            waiter.listen("pglock_bench_anatomy").await?;
             let waiting = tokio::spawn(async move {
                 sqlx::query("SELECT pg_advisory_lock($1)")
                     .bind(key)
@@ -523,7 +515,7 @@ pub async fn anatomy(url: &str, reps: usize) -> Res<Anatomy> {
                     .execute(&mut waiter)
                     .await?;
                 let notified = Instant::now();
-                let _ = waiter.close().await;
+                drop(waiter);
                 Ok::<_, sqlx::Error>((granted, selected - granted, notified - selected))
             });
             until_locks(&mut admin, "the waiter waiting", |rows| {

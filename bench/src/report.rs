@@ -459,10 +459,7 @@ impl Report {
                     format!("{} of {}", o.reps.len() - overlaps, o.reps.len()),
                 )
             } else {
-                (
-                    "with the process".to_owned(),
-                    "with the process".to_owned(),
-                )
+                ("with the process".to_owned(), "with the process".to_owned())
             };
             self.line(format!(
                 "| {} | {} | {dropped_cell} | {:.2} | {:.2} | {p90:.2} | {:.2} | {clean} of {} | {order_cell} | {target:.2} | {} |",
