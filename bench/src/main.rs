@@ -4,11 +4,13 @@
 //! the test harness's server (`DATABASE_URL`, or the throwaway cluster), and prints markdown
 //! tables with each figure, its ratio to the floor measured in the same run, its target and
 //! whether it is met. Sections: `latency` (floor, every mode and form, peers, django-pglock),
-//! `contention`, `prioritize`, `inspect`, `migration`, `loss`.
+//! `contention`, `prioritize`, `inspect`, `migration`, `loss`, `failover` (leader failover
+//! timelines and `min_hold`'s return latency).
 
 mod attributed;
 mod contention;
 mod django;
+mod failover;
 mod inspect;
 mod latency;
 mod loss;
@@ -34,6 +36,7 @@ const SECTIONS: &[&str] = &[
     "inspect",
     "migration",
     "loss",
+    "failover",
 ];
 
 /// How much of everything to do.
@@ -53,6 +56,8 @@ struct Plan {
     /// Terminations per heartbeat, and network cuts per heartbeat.
     loss_reps: usize,
     cut_reps: usize,
+    failover_reps: usize,
+    min_hold_rounds: usize,
 }
 
 impl Plan {
@@ -73,6 +78,8 @@ impl Plan {
                 inspect_reps: 3,
                 loss_reps: 6,
                 cut_reps: 2,
+                failover_reps: 4,
+                min_hold_rounds: 150,
             }
         } else {
             Plan {
@@ -90,6 +97,8 @@ impl Plan {
                 inspect_reps: 10,
                 loss_reps: 20,
                 cut_reps: 5,
+                failover_reps: 15,
+                min_hold_rounds: 600,
             }
         }
     }
@@ -109,6 +118,9 @@ fn usage() -> ! {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(failover::CANDIDATE) {
+        failover::candidate_main(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some(contention::WORKER) {
         let url = args.get(1).unwrap_or_else(|| usage()).clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -305,6 +317,9 @@ async fn bench(plan: Plan) -> Res<Report> {
              measured in the same rounds as every other row).",
         );
     }
+    if plan.runs("failover") {
+        failover_section(&plan, &db, &mut report, lat.floor()).await?;
+    }
 
     report.misses_section();
     report.line_pub(&format!(
@@ -315,6 +330,30 @@ async fn bench(plan: Plan) -> Res<Report> {
     let _ = cx.conn.close().await;
     let _ = admin.close().await;
     Ok(report)
+}
+
+/// Section 9: leader failover timelines, and `min_hold`'s return latency.
+async fn failover_section(
+    plan: &Plan,
+    db: &pglock_tests::TestDb,
+    report: &mut Report,
+    floor: f64,
+) -> Res<()> {
+    progress("section 9: leader failover");
+    let pools = [db.pool_with(2).await, db.pool_with(2).await];
+    let outcomes = failover::run(db.url(), &pools, plan.failover_reps).await?;
+    let anatomy = failover::anatomy(db.url(), plan.failover_reps).await?;
+    progress("section 7: min_hold's return latency");
+    let pool = db.pool_with(4).await;
+    let min_hold = failover::min_hold(&pool, db.url(), plan.min_hold_rounds).await?;
+    pool.close().await;
+    for pool in pools {
+        pool.close().await;
+    }
+    report.line_pub("## 9. Leader failover and min_hold");
+    report.failover(&outcomes, floor, &anatomy);
+    report.min_hold(&min_hold);
+    Ok(())
 }
 
 /// Round trips and statement preparations of each operation, through the counting proxy.

@@ -522,3 +522,226 @@ impl Report {
         }
     }
 }
+
+/// Section 7: leader failover and `min_hold`.
+impl Report {
+    pub fn failover(
+        &mut self,
+        outcomes: &[crate::failover::Outcome],
+        floor: f64,
+        anatomy: &crate::failover::Anatomy,
+    ) {
+        use crate::failover::{self, Kind};
+        let heartbeat_ms = failover::HEARTBEAT.as_secs_f64() * 1000.0;
+        let grace_ms = failover::grace().as_secs_f64() * 1000.0;
+        let floor_ms = floor / 1000.0;
+        let reps = outcomes.first().map_or(0, |o| o.reps.len());
+        self.line(format!(
+            "Two candidates of `pglock::leader` on separate pools (two replicas), heartbeat \
+             {heartbeat_ms:.0} ms, so a grace period of {grace_ms:.0} ms (pglock's default: two \
+             heartbeats + 100 ms). Once one leads and the other waits on the lock, the leader goes; \
+             times are from that event (sending `step_down()`, `pg_terminate_backend`, the `SIGKILL`) \
+             to the old leader's task being dropped and to the new leader's task starting (its first \
+             poll). {reps} repetitions of each kind, interleaved, each on a lock of its own. Targets: \
+             clean step-down ≤ 10 ms + one round trip ({floor:.0} µs), the others ≤ the grace \
+             period + one round trip, and the old task always dropped before the new one starts; \
+             met when the p90 is within the target and no repetition overlapped."
+        ));
+        self.line("");
+        self.line("| how the leader went | reps | old task dropped: median ms (max) | new leader granted the lock: median ms | new task started: median ms | p90 | max | clean hand-overs | old dropped before new started | target ms | met |");
+        self.line("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+        for o in outcomes {
+            let started = o.samples(|r| Some(r.started));
+            let dropped = o.samples(|r| r.old_dropped);
+            let won = o.samples(|r| Some(r.won));
+            let target = match o.kind {
+                Kind::StepDown => 10.0 + floor_ms,
+                Kind::Terminate | Kind::Kill => grace_ms + floor_ms,
+            };
+            let p90 = started.p90() / 1000.0;
+            let overlaps = o.overlaps();
+            let met = p90 <= target && overlaps == 0;
+            if !met {
+                self.misses.push(format!(
+                    "failover, {}: new task started {:.1} ms median, {p90:.1} ms p90 after the event \
+                     ({overlaps} overlaps); target {target:.2} ms",
+                    o.kind.short(),
+                    started.median() / 1000.0
+                ));
+            }
+            let clean = o.reps.iter().filter(|r| r.clean).count();
+            let (dropped_cell, order_cell) = if o.kind.in_process() {
+                (
+                    format!(
+                        "{:.2} ({:.2})",
+                        dropped.median() / 1000.0,
+                        dropped.max() / 1000.0
+                    ),
+                    format!("{} of {}", o.reps.len() - overlaps, o.reps.len()),
+                )
+            } else {
+                ("with the process".to_owned(), "with the process".to_owned())
+            };
+            self.line(format!(
+                "| {} | {} | {dropped_cell} | {:.2} | {:.2} | {p90:.2} | {:.2} | {clean} of {} | {order_cell} | {target:.2} | {} |",
+                o.kind.name(),
+                o.reps.len(),
+                won.median() / 1000.0,
+                started.median() / 1000.0,
+                started.max() / 1000.0,
+                o.reps.len(),
+                yes(met)
+            ));
+        }
+        self.line("");
+        let part = |o: &failover::Outcome, of: &dyn Fn(&failover::Rep) -> f64| {
+            o.samples(|r| Some(of(r))).median() / 1000.0
+        };
+        let mut parts = Vec::new();
+        for o in outcomes {
+            parts.push(format!(
+                "{}: the event's own call returned after {:.2} ms; the new leader had been granted \
+                 the lock and read how the old one left at {:.2} ms (its status, as a watcher saw \
+                 it); its task started {:.2} ms after that",
+                o.kind.short(),
+                part(o, &|r| r.event_done),
+                part(o, &|r| r.won),
+                part(o, &|r| r.started - r.won),
+            ));
+        }
+        self.line(format!(
+            "The parts (medians, ms after the event): {}.",
+            parts.join("; ")
+        ));
+        self.line("");
+        let ms = |s: &Samples| {
+            format!(
+                "{:.2} ms (p90 {:.2})",
+                s.median() / 1000.0,
+                s.p90() / 1000.0
+            )
+        };
+        self.line(format!(
+            "The same steps by hand on plain connections ({} reps each, median): a holder's \
+             `pg_notify` round trip {}, its `pg_advisory_unlock` round trip {}; from sending the \
+             unlock to a waiting `pg_advisory_lock` returning {}; from sending \
+             `pg_terminate_backend(holder)` to it returning {}; from closing the holder's socket \
+             (as a killed process's is) to it returning {}; then the winner's `SELECT 1` {} and \
+             its `pg_notify` {}.",
+            anatomy.notify.len(),
+            ms(&anatomy.notify),
+            ms(&anatomy.unlock),
+            ms(&anatomy.unlock_to_granted),
+            ms(&anatomy.terminate_to_granted),
+            ms(&anatomy.close_to_granted),
+            ms(&anatomy.select_1),
+            ms(&anatomy.won_notify),
+        ));
+        self.line("");
+        if let Some(clean) = outcomes.iter().find(|o| o.kind == Kind::StepDown) {
+            let median_ms = clean.samples(|r| Some(r.started)).median() / 1000.0;
+            self.line(format!(
+                "For comparison: River's leader election takes over when the leader's lease row \
+                 expires, up to its 15 s lease after a leader dies (elections every 5 s), and \
+                 Oban's after its 30 s lease: {:.0}× and {:.0}× the unclean figures here, and \
+                 {:.0}× and {:.0}× the clean step-down's median.",
+                15_000.0 / (grace_ms + floor_ms),
+                30_000.0 / (grace_ms + floor_ms),
+                15_000.0 / median_ms,
+                30_000.0 / median_ms,
+            ));
+            self.line("");
+        }
+        // Each repetition: the old task's drop beside the new task's start.
+        self.line("Each repetition, ms after the event (old task dropped / new task started):");
+        self.line("");
+        let mut header = "| rep |".to_owned();
+        let mut rule = "|--:|".to_owned();
+        for o in outcomes {
+            let _ = write!(header, " {} |", o.kind.short());
+            rule.push_str("--:|");
+        }
+        self.line(header);
+        self.line(rule);
+        for i in 0..outcomes.iter().map(|o| o.reps.len()).max().unwrap_or(0) {
+            let mut row = format!("| {} |", i + 1);
+            for o in outcomes {
+                match o.reps.get(i) {
+                    Some(r) => match r.old_dropped {
+                        Some(dropped) => {
+                            let _ = write!(
+                                row,
+                                " {:.2} / {:.2} |",
+                                dropped / 1000.0,
+                                r.started / 1000.0
+                            );
+                        }
+                        None => {
+                            let _ = write!(row, " — / {:.2} |", r.started / 1000.0);
+                        }
+                    },
+                    None => row.push_str(" |"),
+                }
+            }
+            self.line(row);
+        }
+        self.line("");
+    }
+
+    pub fn min_hold(&mut self, m: &crate::failover::MinHold) {
+        let plain = m.plain.median();
+        let again = m.plain_again.median();
+        let held = m.held.median();
+        let noise = (again - plain)
+            .abs()
+            .max(plain * (SAME_SLACK - 1.0))
+            .max(SAME_SLACK_US);
+        let met = held <= plain + noise && m.lingered;
+        if !met {
+            self.misses.push(format!(
+                "min_hold: the call returns after {held:.0} µs median with min_hold, {plain:.0} µs \
+                 without (noise {noise:.0} µs){}",
+                if m.lingered {
+                    ""
+                } else {
+                    "; the lock was not held after the call"
+                }
+            ));
+        }
+        self.line(format!(
+            "`min_hold`'s return latency: `advisory(key).nowait().try_run(&pool, body)` with a body \
+             that returns at once, on a pool of 4 connections, uncontended (a lock of its own per \
+             call), {} interleaved rounds, each waiting out the hold first so every call finds the \
+             pool idle; with `min_hold({:?})` the lock was {} after the call returned. The call \
+             without `min_hold` is measured twice: the gap between the two is the noise. Target: \
+             with `min_hold` within noise of without (at most {noise:.0} µs slower: the larger of \
+             that gap, 3 % and {SAME_SLACK_US} µs).",
+            m.plain.len(),
+            m.hold,
+            if m.lingered {
+                "still held"
+            } else {
+                "**not** held"
+            }
+        ));
+        self.line("");
+        self.line("| call | median µs | p90 µs | × without | met |");
+        self.line("|---|--:|--:|--:|---|");
+        self.line(format!(
+            "| without `min_hold` | {plain:.0} | {:.0} | 1.00 | |",
+            m.plain.p90()
+        ));
+        self.line(format!(
+            "| with `min_hold` | {held:.0} | {:.0} | {:.2} | {} |",
+            m.held.p90(),
+            held / plain,
+            yes(met)
+        ));
+        self.line(format!(
+            "| without `min_hold`, again (noise) | {again:.0} | {:.0} | {:.2} | |",
+            m.plain_again.p90(),
+            again / plain
+        ));
+        self.line("");
+    }
+}

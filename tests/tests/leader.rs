@@ -235,13 +235,21 @@ async fn a_candidate_stopped_while_waiting_is_never_granted_the_lock() {
 
     second.step_down().await;
     first.step_down().await;
-    common::eventually(Duration::from_secs(5), "no session holds or waits", async || {
-        common::locks_on(db.pool(), "stopped-waiter").await.is_empty()
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "no session holds or waits",
+        async || {
+            common::locks_on(db.pool(), "stopped-waiter")
+                .await
+                .is_empty()
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        common::locks_on(db.pool(), "stopped-waiter").await.is_empty(),
+        common::locks_on(db.pool(), "stopped-waiter")
+            .await
+            .is_empty(),
         "the abandoned wait was never granted"
     );
     drop((first_pool, second_pool));

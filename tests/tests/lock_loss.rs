@@ -284,13 +284,19 @@ async fn a_notified_body_finishes_its_step_and_the_call_returns_lost() {
 async fn a_guards_watch_reports_a_terminated_session() {
     let db = TestDb::new().await;
     let pool = db.pool_with(2).await;
-    let mut guard = pglock::advisory("watched-guard").acquire(&pool).await.unwrap();
+    let mut guard = pglock::advisory("watched-guard")
+        .acquire(&pool)
+        .await
+        .unwrap();
     let holder = common::pid(&mut guard).await;
     // Healthy: the watch goes on checking.
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), guard.lost(Duration::from_millis(50)))
-            .await
-            .is_err(),
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            guard.lost(Duration::from_millis(50))
+        )
+        .await
+        .is_err(),
         "a healthy session is not reported lost"
     );
     sqlx::query("SELECT pg_terminate_backend($1)")
@@ -298,9 +304,12 @@ async fn a_guards_watch_reports_a_terminated_session() {
         .execute(db.pool())
         .await
         .unwrap();
-    let lost = tokio::time::timeout(Duration::from_secs(10), guard.lost(Duration::from_millis(50)))
-        .await
-        .expect("the loss is seen");
+    let lost = tokio::time::timeout(
+        Duration::from_secs(10),
+        guard.lost(Duration::from_millis(50)),
+    )
+    .await
+    .expect("the loss is seen");
     assert!(
         matches!(&lost, Error::Lost { lock, .. } if lock.name() == "watched-guard"),
         "{lost:?}"
