@@ -125,17 +125,19 @@ impl<'c> AdvisoryGuard<'c> {
     /// # async fn relay() {}
     /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
     /// let mut guard = pglock::advisory("outbox-relay").acquire(pool).await?;
-    /// let work = std::pin::pin!(relay());
-    /// let lost = std::pin::pin!(guard.lost(Duration::from_millis(500)));
-    /// // Whichever comes first: the work's end, or the loss (then the work is dropped).
-    /// let outcome = std::future::poll_fn(|cx| {
-    ///     use std::task::Poll;
-    ///     if let Poll::Ready(()) = work.as_mut().poll(cx) {
-    ///         return Poll::Ready(Ok(()));
-    ///     }
-    ///     lost.as_mut().poll(cx).map(Err)
-    /// })
-    /// .await;
+    /// let outcome = {
+    ///     let mut work = std::pin::pin!(relay());
+    ///     let mut lost = std::pin::pin!(guard.lost(Duration::from_millis(500)));
+    ///     // Whichever comes first: the work's end, or the loss (then the work is dropped).
+    ///     std::future::poll_fn(|cx| {
+    ///         use std::task::Poll;
+    ///         if let Poll::Ready(()) = work.as_mut().poll(cx) {
+    ///             return Poll::Ready(Ok(()));
+    ///         }
+    ///         lost.as_mut().poll(cx).map(Err)
+    ///     })
+    ///     .await
+    /// };
     /// match outcome {
     ///     Ok(()) => guard.release().await?,
     ///     Err(lost) => return Err(lost),
