@@ -99,6 +99,7 @@ mod mode;
 mod prioritize;
 mod scope;
 mod table;
+pub mod telemetry;
 mod timeout;
 mod unwind;
 mod wait;

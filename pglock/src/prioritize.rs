@@ -188,6 +188,10 @@ impl<H: OneSession> Kind<H> for Prioritize {
         };
         Ok(PrioritizeHeld { watcher, timeout })
     }
+
+    fn span(&self) -> tracing::Span {
+        crate::telemetry::prioritize_span(self.interval, self.signal)
+    }
 }
 
 /// A protected session: the background task, and the lock timeout set with it. Abandoned, the
@@ -261,24 +265,37 @@ impl Drop for Watcher {
 }
 
 /// End blockers of `$1` that pass the filters, with `$signal`, and return those actually
-/// signalled. The candidates are materialized first, so no signal is sent before every filter
-/// applied.
+/// signalled, with what they were doing (for the event that reports each: the first `$3`
+/// characters of the query). The candidates are materialized first, so no signal is sent
+/// before every filter applied, and what is reported is what they were doing before it.
 macro_rules! signal_blockers {
     ($signal:literal) => {
         concat!(
             "WITH blockers AS MATERIALIZED (
-                SELECT DISTINCT b.pid
+                SELECT DISTINCT ON (b.pid) b.pid, a.application_name, a.state,
+                       extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8
+                           AS age,
+                       left(a.query, $3) AS query
                 FROM unnest(pg_blocking_pids($1)) AS b(pid)
                 JOIN pg_stat_activity a ON a.pid = b.pid
                 WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
                   AND ($2::float8 IS NULL
                        OR extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) >= $2))
-            SELECT pid FROM blockers WHERE ",
+            SELECT pid, application_name, state, age, query FROM blockers WHERE ",
             $signal,
             "(pid) ORDER BY pid"
         )
     };
 }
+
+/// A signalled blocker: pid, `application_name`, state, age in seconds, start of its query.
+type Signalled = (
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<String>,
+);
 
 fn signal_sql(signal: Signal) -> &'static str {
     match signal {
@@ -302,10 +319,11 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
         .application_name("pglock prioritize");
     let mut conn = options.connect().await?;
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
-    let mut signal_blockers_of = async |pid: i32| -> Result<Vec<i32>, Error> {
-        Ok(sqlx::query_scalar(signal_sql(settings.signal))
+    let mut signal_blockers_of = async |pid: i32| -> Result<Vec<Signalled>, Error> {
+        Ok(sqlx::query_as(signal_sql(settings.signal))
             .bind(pid)
             .bind(older_than)
+            .bind(crate::telemetry::QUERY_CHARS)
             .fetch_all(&mut conn)
             .await?)
     };
@@ -315,14 +333,17 @@ async fn watch(settings: Prioritize, pool: PgPool, protected: i32) -> Result<(),
     signal_blockers_of(0).await?;
     loop {
         ticks.tick().await;
-        let signalled = signal_blockers_of(protected).await?;
-        if !signalled.is_empty() {
-            tracing::info!(
-                protected,
-                ?signalled,
-                signal = ?settings.signal,
-                "pglock: prioritize ended the sessions blocking its scope"
-            );
+        for (pid, application_name, state, age_seconds, query) in
+            signal_blockers_of(protected).await?
+        {
+            let victim = crate::telemetry::Victim {
+                pid,
+                application_name: application_name.as_deref(),
+                state: state.as_deref(),
+                age_seconds,
+                query: query.as_deref(),
+            };
+            crate::telemetry::signalled(protected, settings.signal, &victim);
         }
         if !settings.periodic {
             return Ok(());

@@ -114,6 +114,10 @@ impl<H: OneSession> Kind<H> for LockTimeout {
         })?;
         TimeoutHeld::set(&setting, conn).await
     }
+
+    fn span(&self) -> tracing::Span {
+        crate::telemetry::timeout_span(self.limit)
+    }
 }
 
 /// A lock timeout set on a session: the value to restore, from entering the scope to ending it.
@@ -139,6 +143,7 @@ impl TimeoutHeld {
             .fetch_one(&mut *conn)
             .await?;
         conn.keep();
+        crate::telemetry::timeout_set(setting, &previous, local);
         Ok(TimeoutHeld { previous, local })
     }
 
@@ -149,7 +154,7 @@ impl TimeoutHeld {
             .bind(self.local)
             .execute(conn)
             .await;
-        match restored {
+        let restored = match restored {
             Ok(_) => Ok(()),
             // A transaction-local value is undone by the rollback this transaction needs anyway.
             Err(error)
@@ -158,7 +163,9 @@ impl TimeoutHeld {
                 Ok(())
             }
             Err(error) => Err(error.into()),
-        }
+        };
+        crate::telemetry::timeout_restored(&self.previous, &restored);
+        restored
     }
 
     /// The value could not be restored: keep it from reaching another user of the connection.

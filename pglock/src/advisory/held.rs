@@ -36,6 +36,10 @@ impl<H: Site> Kind<H> for Advisory {
             lost: false,
         }))
     }
+
+    fn span(&self) -> tracing::Span {
+        Advisory::span(self)
+    }
 }
 
 impl Advisory {
@@ -106,13 +110,17 @@ impl Advisory {
         body: impl Future<Output = Result<T, E>>,
         skip: bool,
     ) -> Result<Option<Result<T, E>>, Error> {
-        let mut scope = match Scope::enter(self, db.into_handle()).await {
+        let span = self.span();
+        let mut scope = match Scope::enter_in(self, db.into_handle(), span.clone()).await {
             Ok(scope) => scope,
-            Err(error) if skip && error.is_not_acquired() => return Ok(None),
+            Err(error) if skip && error.is_not_acquired() => {
+                span.in_scope(|| crate::telemetry::skipped(&error));
+                return Ok(None);
+            }
             Err(error) => return Err(error),
         };
         let (_, held) = scope.split();
-        let outcome = held.run(body).await;
+        let outcome = tracing::Instrument::instrument(held.run(body), span).await;
         scope.exit(outcome, Result::is_err).await.map(Some)
     }
 
@@ -135,7 +143,7 @@ impl Advisory {
             .await
             .map(AdvisoryGuard::forget);
         match taken {
-            Ok(_) => Ok(AdvisoryHeld::OwnedTransaction(owned)),
+            Ok(lock) => Ok(AdvisoryHeld::OwnedTransaction(owned, lock)),
             Err(error) => {
                 // Back to the pool only once the transaction is over; if even the rollback
                 // fails, dropping `owned` closes the connection.
@@ -163,7 +171,7 @@ pub enum AdvisoryHeld {
     /// can be watched.
     Owned(Owned),
     /// Transaction-level, inside a transaction pglock opened on a connection it owns.
-    OwnedTransaction(CloseUnlessKept),
+    OwnedTransaction(CloseUnlessKept, Forgotten),
     /// On the site's own session, which the scope lends to its body: the lock without it.
     Lent(Forgotten),
 }
@@ -195,6 +203,7 @@ impl Owned {
                 )),
             };
             self.lost = true;
+            self.guard.report_lost(every, &source);
             return Error::Lost {
                 lock: self.guard.id().clone(),
                 source,
@@ -232,7 +241,7 @@ impl Held for AdvisoryHeld {
     fn describe(&self) -> String {
         let id = match self {
             AdvisoryHeld::Owned(owned) => owned.guard.id().to_string(),
-            AdvisoryHeld::OwnedTransaction(_) => return "a transaction-level lock".into(),
+            AdvisoryHeld::OwnedTransaction(..) => return "a transaction-level lock".into(),
             AdvisoryHeld::Lent(lock) => lock.id.to_string(),
         };
         format!("lock \"{id}\"")
@@ -244,8 +253,10 @@ impl Held for AdvisoryHeld {
             // the guard does). The loss was the scope's result already.
             AdvisoryHeld::Owned(owned) if owned.lost => Ok(()),
             AdvisoryHeld::Owned(owned) => owned.guard.release().await,
-            AdvisoryHeld::OwnedTransaction(mut owned) => {
-                end_transaction(&mut owned, !body_failed).await?;
+            AdvisoryHeld::OwnedTransaction(mut owned, lock) => {
+                let ended = end_transaction(&mut owned, !body_failed).await;
+                lock.ended(&ended);
+                ended?;
                 owned.keep();
                 Ok(())
             }
@@ -262,7 +273,7 @@ impl Held for AdvisoryHeld {
         match self {
             // Closing the connections pglock owns ends the session and its locks.
             AdvisoryHeld::Owned(owned) => drop(owned),
-            AdvisoryHeld::OwnedTransaction(owned) => drop(owned),
+            AdvisoryHeld::OwnedTransaction(owned, _) => drop(owned),
             AdvisoryHeld::Lent(lock) => {
                 if let Some(conn) = site.session() {
                     drop(AdvisoryGuard::held(conn, lock));

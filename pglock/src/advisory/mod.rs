@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
+use tracing::Instrument as _;
 
 pub use guard::AdvisoryGuard;
 
@@ -22,7 +23,7 @@ use sql::{OnStandby, WaitOn};
 use crate::handle::{CloseUnlessKept, Conn, Handle};
 use crate::scope::settle;
 use crate::unwind::catch_panic;
-use crate::{AdvisoryKey, Db, Error, LockId, Wait};
+use crate::{AdvisoryKey, Db, Error, LockId, Wait, telemetry};
 
 /// Start building an advisory lock on `id`: a string (hashed as django-pglock hashes it),
 /// an `i64`/`i32`, a pair `(i32, i32)`, or an [`AdvisoryKey`].
@@ -422,12 +423,33 @@ impl Advisory {
         failed: impl Fn(&T) -> bool,
         skip: bool,
     ) -> Result<Option<T>, Error> {
+        let span = self.span();
+        self.scope_in_span(db, body, failed, skip)
+            .instrument(span)
+            .await
+    }
+
+    /// The span of this lock's scopes (see [`telemetry`]).
+    pub(crate) fn span(&self) -> tracing::Span {
+        telemetry::advisory_span(&self.id, self.function.as_deref(), self.mode, self.wait)
+    }
+
+    async fn scope_in_span<'c, T>(
+        self,
+        db: impl Db<'c>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> T,
+        failed: impl Fn(&T) -> bool,
+        skip: bool,
+    ) -> Result<Option<T>, Error> {
         let acquired = match db.into_handle() {
             Handle::Pool(pool) if self.mode.xact => {
                 let conn = pool.acquire().await?;
                 return match self.xact_scope_on_pool(conn, pool, body, failed).await {
                     Ok(out) => Ok(Some(out)),
-                    Err(error) if skip && error.is_not_acquired() => Ok(None),
+                    Err(error) if skip && error.is_not_acquired() => {
+                        telemetry::skipped(&error);
+                        Ok(None)
+                    }
                     Err(error) => Err(error),
                 };
             }
@@ -438,7 +460,10 @@ impl Advisory {
         };
         let mut guard = match acquired {
             Ok(guard) => guard,
-            Err(error) if skip && error.is_not_acquired() => return Ok(None),
+            Err(error) if skip && error.is_not_acquired() => {
+                telemetry::skipped(&error);
+                return Ok(None);
+            }
             Err(error) => return Err(error),
         };
         let outcome = catch_panic(body(&mut guard)).await;
@@ -463,12 +488,15 @@ impl Advisory {
         let taken = self
             .take(Conn::InOwnedTransaction(&mut tx, pool))
             .await
-            .map(drop);
-        if let Err(error) = taken {
-            tx.rollback().await?;
-            owned.keep();
-            return Err(error);
-        }
+            .map(AdvisoryGuard::forget);
+        let held = match taken {
+            Ok(held) => held,
+            Err(error) => {
+                tx.rollback().await?;
+                owned.keep();
+                return Err(error);
+            }
+        };
         // Unwinding from a panic drops `tx` and `owned`: the connection closes and the server
         // rolls back.
         let out = match catch_panic(body(&mut tx)).await {
@@ -479,9 +507,11 @@ impl Advisory {
             tx.rollback().await
         } else {
             tx.commit().await
-        };
+        }
+        .map_err(Error::from);
+        held.ended(&ended);
         owned.keep();
-        settle(&self.id, Ok(out), ended.map_err(Error::from), failed)
+        settle(&self.id, Ok(out), ended, failed)
     }
 
     /// The connection to lock on: the caller's, or one checked out of the caller's pool.
@@ -508,9 +538,12 @@ impl Advisory {
             });
         }
         let mut guard = AdvisoryGuard::waiting(conn, self.id.clone(), self.mode);
-        match self.send(&mut guard, timeout_ms).await {
+        let acquiring = telemetry::Acquiring::start(&self.id, self.function.as_deref(), self.mode);
+        let sent = self.send(&mut guard, timeout_ms).await;
+        let holding = acquiring.finish(&sent);
+        match sent {
             Ok(session) => {
-                guard.set_held(session);
+                guard.set_held(session, holding);
                 Ok(guard)
             }
             Err(error) => {
