@@ -240,7 +240,9 @@ struct Watcher(Option<JoinHandle<Result<(), Error>>>);
 
 impl Watcher {
     fn start(settings: Prioritize, pool: PgPool, protected: i32) -> Self {
-        Watcher(Some(tokio::spawn(watch(settings, pool, protected))))
+        // In the scope's span (entering runs in it), so its events say whom it protects.
+        let watch = tracing::Instrument::in_current_span(watch(settings, pool, protected));
+        Watcher(Some(tokio::spawn(watch)))
     }
 
     /// Stop the task and wait until it is gone (with its connection), returning its error if it
