@@ -11,6 +11,7 @@ mod contention;
 mod django;
 mod inspect;
 mod latency;
+mod observe;
 mod prioritize;
 mod report;
 mod roundtrips;
@@ -85,7 +86,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pglock-bench [--quick] [--only <{}>]",
+        "usage: pglock-bench [--quick] [--only <{}>] [--subscriber-without-pglock]",
         SECTIONS.join("|")
     );
     std::process::exit(2)
@@ -111,6 +112,10 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            // Observability's cost when nobody listens to pglock: a subscriber that shows
+            // other crates' events but filters pglock out (compare with no subscriber, and
+            // with `--features metrics`, which installs a no-op recorder).
+            "--subscriber-without-pglock" => observe::subscriber_without_pglock(),
             "--only" => match args.next() {
                 Some(section) if SECTIONS.contains(&section.as_str()) => only = Some(section),
                 _ => usage(),
@@ -118,6 +123,7 @@ fn main() {
             _ => usage(),
         }
     }
+    observe::recorder();
     let plan = Plan::new(quick, only);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -143,27 +143,27 @@ impl<'a> Acquiring<'a> {
         let waited_ms = ms(waited);
         let outcome_name = match outcome {
             Ok(pid) => {
-                tracing::debug!(target: "pglock", %lock, function, shared, xact, pid, waited_ms, "pglock: lock acquired");
+                tracing::debug!(target: "pglock", %lock, function, shared, xact, pid, waited_ms, "lock acquired");
                 "acquired"
             }
             Err(Error::Busy { .. }) => {
-                tracing::debug!(target: "pglock", %lock, function, shared, xact, "pglock: lock busy: another session holds it");
+                tracing::debug!(target: "pglock", %lock, function, shared, xact, "lock busy: another session holds it");
                 "busy"
             }
             Err(Error::LockTimeout { .. }) => {
-                tracing::info!(target: "pglock", %lock, function, shared, xact, waited_ms, "pglock: lock timed out: still held elsewhere when the wait ran out");
+                tracing::info!(target: "pglock", %lock, function, shared, xact, waited_ms, "lock timed out: still held elsewhere when the wait ran out");
                 "timed_out"
             }
             Err(error @ Error::Deadlock { .. }) => {
-                tracing::warn!(target: "pglock", %lock, function, shared, xact, waited_ms, %error, "pglock: lock wait ended by the server to break a deadlock");
+                tracing::warn!(target: "pglock", %lock, function, shared, xact, waited_ms, %error, "lock wait ended by the server to break a deadlock");
                 "deadlock"
             }
             Err(Error::Standby { .. }) => {
-                tracing::warn!(target: "pglock", %lock, function, shared, xact, "pglock: lock refused: the server is a hot standby");
+                tracing::warn!(target: "pglock", %lock, function, shared, xact, "lock refused: the server is a hot standby");
                 "standby"
             }
             Err(error) => {
-                tracing::debug!(target: "pglock", %lock, function, shared, xact, waited_ms, %error, "pglock: acquiring a lock failed");
+                tracing::debug!(target: "pglock", %lock, function, shared, xact, waited_ms, %error, "acquiring a lock failed");
                 "error"
             }
         };
@@ -203,23 +203,23 @@ impl Holding {
         let xact = self.xact;
         match ended {
             Ok(()) => {
-                tracing::debug!(target: "pglock", %lock, xact, held_ms, "pglock: lock released");
+                tracing::debug!(target: "pglock", %lock, xact, held_ms, "lock released");
             }
             Err(Error::Lost { source, .. }) => {
-                tracing::error!(target: "pglock", %lock, xact, held_ms, error = %source, "pglock: lock lost: its session was gone when it was released");
+                tracing::error!(target: "pglock", %lock, xact, held_ms, error = %source, "lock lost: its session was gone when it was released");
                 self.count_lost();
             }
             Err(Error::NotHeld { .. }) => {
-                tracing::warn!(target: "pglock", %lock, xact, held_ms, "pglock: lock not held when released: something else unlocked it");
+                tracing::warn!(target: "pglock", %lock, xact, held_ms, "lock not held when released: something else unlocked it");
                 self.count_lost();
             }
             Err(Error::SessionMoved {
                 locked_on, now_on, ..
             }) => {
-                tracing::warn!(target: "pglock", %lock, xact, held_ms, pid = locked_on, now_on, "pglock: lock not released: its connection now runs on another server session (a transaction pooler)");
+                tracing::warn!(target: "pglock", %lock, xact, held_ms, pid = locked_on, now_on, "lock not released: its connection now runs on another server session (a transaction pooler)");
             }
             Err(error) => {
-                tracing::warn!(target: "pglock", %lock, xact, held_ms, %error, "pglock: releasing a lock failed");
+                tracing::warn!(target: "pglock", %lock, xact, held_ms, %error, "releasing a lock failed");
             }
         }
         self.record_hold();
@@ -229,8 +229,8 @@ impl Holding {
     pub(crate) fn lost_by_heartbeat(self, lock: &LockId, every: Duration, source: &sqlx::Error) {
         let held_ms = ms(self.since.elapsed());
         let heartbeat_ms = ms(every);
-        tracing::warn!(target: "pglock", %lock, heartbeat_ms, error = %source, "pglock: heartbeat failed");
-        tracing::error!(target: "pglock", %lock, xact = self.xact, held_ms, error = %source, "pglock: lock lost: the heartbeat found its session gone; the body is dropped");
+        tracing::warn!(target: "pglock", %lock, heartbeat_ms, error = %source, "heartbeat failed");
+        tracing::error!(target: "pglock", %lock, xact = self.xact, held_ms, error = %source, "lock lost: the heartbeat found its session gone; the body is dropped");
         self.count_lost();
         self.record_hold();
     }
@@ -239,7 +239,7 @@ impl Holding {
     /// keeps the lock; the guard warns about that itself).
     pub(crate) fn dropped(self, lock: &LockId) {
         let held_ms = ms(self.since.elapsed());
-        tracing::debug!(target: "pglock", %lock, xact = self.xact, held_ms, "pglock: lock guard dropped while holding");
+        tracing::debug!(target: "pglock", %lock, xact = self.xact, held_ms, "lock guard dropped while holding");
         self.record_hold();
     }
 
@@ -274,7 +274,7 @@ pub(crate) fn skipped(error: &Error) {
         _ => return,
     };
     if let LockTarget::Advisory(lock) = target {
-        tracing::info!(target: "pglock", %lock, "pglock: skipped: the lock is held by another session");
+        tracing::info!(target: "pglock", %lock, "skipped: the lock is held by another session");
     }
 }
 
@@ -289,36 +289,36 @@ pub(crate) fn table_lock(
     let waited_ms = ms(started.elapsed());
     match outcome {
         Ok(()) => {
-            tracing::debug!(target: "pglock", %tables, mode = %mode, waited_ms, "pglock: tables locked");
+            tracing::debug!(target: "pglock", %tables, mode = %mode, waited_ms, "tables locked");
         }
         Err(Error::Busy { .. }) => {
-            tracing::debug!(target: "pglock", %tables, mode = %mode, "pglock: tables busy: another session holds a conflicting lock");
+            tracing::debug!(target: "pglock", %tables, mode = %mode, "tables busy: another session holds a conflicting lock");
         }
         Err(Error::LockTimeout { .. }) => {
-            tracing::info!(target: "pglock", %tables, mode = %mode, waited_ms, "pglock: table lock timed out");
+            tracing::info!(target: "pglock", %tables, mode = %mode, waited_ms, "table lock timed out");
         }
         Err(error @ Error::Deadlock { .. }) => {
-            tracing::warn!(target: "pglock", %tables, mode = %mode, waited_ms, %error, "pglock: table lock wait ended by the server to break a deadlock");
+            tracing::warn!(target: "pglock", %tables, mode = %mode, waited_ms, %error, "table lock wait ended by the server to break a deadlock");
         }
         Err(error) => {
-            tracing::debug!(target: "pglock", %tables, mode = %mode, %error, "pglock: locking tables failed");
+            tracing::debug!(target: "pglock", %tables, mode = %mode, %error, "locking tables failed");
         }
     }
 }
 
 /// A lock timeout scope set `lock_timeout` (to `setting` ms, `0` for none), replacing `previous`.
 pub(crate) fn timeout_set(setting: &str, previous: &str, local: bool) {
-    tracing::debug!(target: "pglock", lock_timeout = setting, previous, local, "pglock: lock_timeout set");
+    tracing::debug!(target: "pglock", lock_timeout = setting, previous, local, "lock_timeout set");
 }
 
 /// A lock timeout scope put `lock_timeout` back to `restored`.
 pub(crate) fn timeout_restored(restored: &str, outcome: &Result<(), Error>) {
     match outcome {
         Ok(()) => {
-            tracing::debug!(target: "pglock", lock_timeout = restored, "pglock: lock_timeout restored");
+            tracing::debug!(target: "pglock", lock_timeout = restored, "lock_timeout restored");
         }
         Err(error) => {
-            tracing::warn!(target: "pglock", lock_timeout = restored, %error, "pglock: restoring lock_timeout failed");
+            tracing::warn!(target: "pglock", lock_timeout = restored, %error, "restoring lock_timeout failed");
         }
     }
 }
@@ -355,7 +355,7 @@ pub(crate) fn signalled(protected: i32, signal: crate::Signal, victim: &Victim<'
         state = victim.state,
         duration_ms = victim.age_seconds.map(|seconds| seconds * 1000.0),
         query = victim.query,
-        "pglock: prioritize signalled a session blocking its scope",
+        "prioritize signalled a session blocking its scope",
     );
     #[cfg(feature = "metrics")]
     metrics::counter!(names::PRIORITIZE_SIGNALS, "signal" => signal_name).increment(1);
