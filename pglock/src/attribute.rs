@@ -471,8 +471,7 @@ impl<S: Held> Runner<'_, S> {
     /// Run the body, catching its panic, while the scope watches what it holds, in the scope's
     /// span.
     pub async fn run<F: Future>(self, body: F) -> Outcome<F::Output> {
-        use tracing::Instrument as _;
-        self.0.run(body).instrument(self.1).await
+        crate::scope::in_span(self.1, self.0.run(body)).await
     }
 }
 

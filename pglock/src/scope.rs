@@ -192,7 +192,7 @@ impl<H: Site, S: Held> Scope<H, S> {
         mut handle: H,
         span: Span,
     ) -> Result<Self, Error> {
-        let held = kind.enter(&mut handle).instrument(span.clone()).await?;
+        let held = in_span(span.clone(), kind.enter(&mut handle)).await?;
         Ok(Scope {
             handle,
             held: Some(held),
@@ -220,10 +220,7 @@ impl<H: Site, S: Held> Scope<H, S> {
         let held = self.held.take().expect("exited once");
         let what = held.describe();
         let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
-        let ended = held
-            .end(&mut self.handle, body_failed)
-            .instrument(self.span.clone())
-            .await;
+        let ended = in_span(self.span.clone(), held.end(&mut self.handle, body_failed)).await;
         match outcome {
             Ok(outcome) => settle(&what, outcome, ended, failed),
             // The scope stopped the body: its reason is the result; the end's failure is news
@@ -244,6 +241,15 @@ impl<H: Site, S: Held> Drop for Scope<H, S> {
             let _span = self.span.enter();
             held.abandon(&mut self.handle);
         }
+    }
+}
+
+/// Run `future` in `span`, or as it is when nobody listens (no per-poll enter and exit then).
+pub(crate) async fn in_span<F: Future>(span: Span, future: F) -> F::Output {
+    if span.is_disabled() {
+        future.await
+    } else {
+        future.instrument(span).await
     }
 }
 
@@ -310,9 +316,6 @@ where
     let mut scope = Scope::enter(kind, handle).await?;
     let span = scope.span();
     let (handle, held) = scope.split();
-    let outcome = held
-        .run(body(handle.as_pg_connection()))
-        .instrument(span)
-        .await;
+    let outcome = in_span(span, held.run(body(handle.as_pg_connection()))).await;
     scope.exit(outcome, Result::is_err).await
 }

@@ -11,10 +11,11 @@ use sqlx::{PgConnection, PgPool};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // `RUST_LOG=pglock=debug` shows pglock's spans and events on stderr as the demo runs.
-    if let Some(filter) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|directives| directives.parse::<tracing_subscriber::filter::Targets>().ok())
-    {
+    if let Some(filter) = std::env::var("RUST_LOG").ok().and_then(|directives| {
+        directives
+            .parse::<tracing_subscriber::filter::Targets>()
+            .ok()
+    }) {
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
         tracing_subscriber::registry()

@@ -31,9 +31,7 @@ async fn main() -> Result<(), Error> {
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let pool = db.pool_with(2).await;
-        replicas.push(tokio::spawn(async move {
-            send_daily_digest(&pool).await
-        }));
+        replicas.push(tokio::spawn(async move { send_daily_digest(&pool).await }));
     }
     for replica in replicas {
         replica.await.expect("replica");

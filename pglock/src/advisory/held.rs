@@ -120,7 +120,7 @@ impl Advisory {
             Err(error) => return Err(error),
         };
         let (_, held) = scope.split();
-        let outcome = tracing::Instrument::instrument(held.run(body), span).await;
+        let outcome = crate::scope::in_span(span, held.run(body)).await;
         scope.exit(outcome, Result::is_err).await.map(Some)
     }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row};
-use tracing::Instrument as _;
 
 pub use guard::AdvisoryGuard;
 
@@ -424,9 +423,7 @@ impl Advisory {
         skip: bool,
     ) -> Result<Option<T>, Error> {
         let span = self.span();
-        self.scope_in_span(db, body, failed, skip)
-            .instrument(span)
-            .await
+        crate::scope::in_span(span, self.scope_in_span(db, body, failed, skip)).await
     }
 
     /// The span of this lock's scopes (see [`telemetry`]).
