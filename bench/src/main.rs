@@ -15,6 +15,7 @@ mod inspect;
 mod latency;
 mod loss;
 mod migration;
+mod observe;
 mod prioritize;
 mod report;
 mod roundtrips;
@@ -110,7 +111,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pglock-bench [--quick] [--only <{}>]",
+        "usage: pglock-bench [--quick] [--only <{}>] [--subscriber-without-pglock]",
         SECTIONS.join("|")
     );
     std::process::exit(2)
@@ -139,6 +140,10 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            // Observability's cost when nobody listens to pglock: a subscriber that shows
+            // other crates' events but filters pglock out (compare with no subscriber, and
+            // with `--features metrics`, which installs a no-op recorder).
+            "--subscriber-without-pglock" => observe::subscriber_without_pglock(),
             "--only" => match args.next() {
                 Some(section) if SECTIONS.contains(&section.as_str()) => only = Some(section),
                 _ => usage(),
@@ -146,6 +151,7 @@ fn main() {
             _ => usage(),
         }
     }
+    observe::recorder();
     let plan = Plan::new(quick, only);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

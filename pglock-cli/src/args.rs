@@ -90,6 +90,12 @@ pub struct Cli {
 
     #[command(flatten)]
     pub options: Options,
+
+    /// Show what the command does on stderr: where it connects (never the password), the
+    /// queries it sends, the sessions it signals. -vv adds pglock's and sqlx's debug events,
+    /// -vvv everything. `RUST_LOG` (`target=level,...`), when set, decides instead.
+    #[arg(global = true, short = 'v', long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]

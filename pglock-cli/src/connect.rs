@@ -616,6 +616,8 @@ fn describe(options: &PgConnectOptions) -> String {
 /// The server's or the network's refusal, as one line naming the target, without passwords.
 pub async fn connect(target: &Target) -> Result<PgConnection, String> {
     let shown = &target.shown;
+    // `shown` is scrubbed of passwords, from every source.
+    tracing::info!(target: "pglock_cli", to = %shown, "connecting");
     let connecting = PgConnection::connect_with(&target.options);
     let result = match target.timeout {
         Some(limit) => match tokio::time::timeout(limit, connecting).await {

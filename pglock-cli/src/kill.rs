@@ -110,6 +110,7 @@ pub async fn run(
         }
     }
     let targets: Vec<i32> = targets.into_keys().collect();
+    tracing::info!(target: "pglock_cli", action = verb, pids = ?targets, "signalling");
     let signalled = if settings.roots {
         // Exactly the sessions listed, still holding a lock (a root blocker holds one).
         let query = pglock::locks()
@@ -132,6 +133,7 @@ pub async fn run(
             _ => query.terminate(&mut *conn).await?,
         }
     };
+    tracing::info!(target: "pglock_cli", action = verb, pids = ?signalled, "signalled");
     let past = match signal {
         Signal::Cancel => "Canceled",
         _ => "Terminated",

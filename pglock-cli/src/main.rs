@@ -12,6 +12,7 @@ mod live;
 mod query;
 mod render;
 mod tree;
+mod verbose;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut command, "pglock", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    verbose::init(cli.verbose);
     let top = cli.top();
     let options = cli.into_options();
     let outcome = config::load(options.config_file.as_deref())

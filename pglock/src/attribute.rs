@@ -453,9 +453,13 @@ where
     H: Handle,
     K: Kind<H>,
 {
-    match Scope::enter(kind, handle).await {
+    let span = kind.span();
+    match Scope::enter_in(kind, handle, span.clone()).await {
         Ok(scope) => Ok(Entered { scope, policy }),
-        Err(error) if policy.skip && error.is_not_acquired() => Err((policy.skipped)()),
+        Err(error) if policy.skip && error.is_not_acquired() => {
+            span.in_scope(|| crate::telemetry::skipped(&error));
+            Err((policy.skipped)())
+        }
         Err(error) => Err((policy.error)(error)),
     }
 }
@@ -477,8 +481,9 @@ pub struct Entered<H: Handle, S: Held, R> {
 impl<H: Handle, S: Held, R> Entered<H, S, R> {
     /// The handle for the body, and the runner to run the body with.
     pub fn split(&mut self) -> (H::Lent<'_>, Runner<'_, S>) {
+        let span = self.scope.span();
         let (handle, held) = self.scope.split();
-        (handle.relend(), Runner(held))
+        (handle.relend(), Runner(held, span))
     }
 
     /// End the scope and give the function's return value.
@@ -493,12 +498,13 @@ impl<H: Handle, S: Held, R> Entered<H, S, R> {
 
 /// Runs the body of an entered scope.
 #[doc(hidden)]
-pub struct Runner<'a, S: Held>(&'a mut S);
+pub struct Runner<'a, S: Held>(&'a mut S, tracing::Span);
 
 impl<S: Held> Runner<'_, S> {
-    /// Run the body, catching its panic, while the scope watches what it holds.
+    /// Run the body, catching its panic, while the scope watches what it holds, in the scope's
+    /// span.
     pub async fn run<F: Future>(self, body: F) -> Outcome<F::Output> {
-        self.0.run(body).await
+        crate::scope::in_span(self.1, self.0.run(body)).await
     }
 }
 

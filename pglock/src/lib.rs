@@ -95,6 +95,72 @@
 //! | `pglock.prioritize(...)` | [`prioritize`](fn@prioritize), [`macro@prioritize`] |
 //! | `PGLock`, `BlockedPGLock` | [`locks`], [`blocked_locks`] → [`PgLock`], [`BlockedPgLock`] |
 //!
+//! # Observing pglock
+//! pglock reports through [`tracing`](https://docs.rs/tracing) (target `pglock`) and, with the
+//! `metrics` feature, through the [`metrics`](https://docs.rs/metrics) facade. One line shows
+//! its events (with `tracing-subscriber`'s `env-filter` feature):
+//!
+//! ```ignore
+//! tracing_subscriber::fmt().with_env_filter("info,pglock=debug").init();
+//! ```
+//!
+//! Every scope (an attribute's call, [`Advisory::scope`], [`Advisory::run`],
+//! [`LockTimeout::scope`], [`Prioritize::scope`]) runs in a span, and the body's own events
+//! nest inside it: `pglock::advisory` (fields `lock`, `function`, `shared`, `xact`, `wait`),
+//! `pglock::timeout` (`lock_timeout_ms`, DEBUG) and `pglock::prioritize` (`interval_ms`,
+//! `signal`). The events:
+//!
+//! | event (message) | level | fields |
+//! |---|---|---|
+//! | `lock acquired` | DEBUG | `lock`, `function`, `shared`, `xact`, `pid` (the session that holds it), `waited_ms` |
+//! | `lock busy: another session holds it` (a no-wait try) | DEBUG | `lock`, `function`, `shared`, `xact` |
+//! | `skipped: the lock is held by another session` (`Skip`, `try_scope`, `try_run`) | INFO | `lock` |
+//! | `lock timed out` | INFO | `lock`, `function`, `shared`, `xact`, `waited_ms` |
+//! | `lock wait ended by the server to break a deadlock` | WARN | `lock`, `function`, `shared`, `xact`, `waited_ms`, `error` |
+//! | `lock refused: the server is a hot standby` | WARN | `lock`, `function`, `shared`, `xact` |
+//! | `acquiring a lock failed` (any other error) | DEBUG | `lock`, `function`, `shared`, `xact`, `waited_ms`, `error` |
+//! | `lock released` | DEBUG | `lock`, `xact`, `held_ms` |
+//! | `lock guard dropped while holding` | DEBUG | `lock`, `xact`, `held_ms` |
+//! | `heartbeat failed` | WARN | `lock`, `heartbeat_ms`, `error` |
+//! | `lock lost: ...` (by the heartbeat, or found at release) | ERROR | `lock`, `xact`, `held_ms`, `error` |
+//! | `lock not held when released` | WARN | `lock`, `xact`, `held_ms` |
+//! | `lock not released: its connection now runs on another server session` | WARN | `lock`, `xact`, `held_ms`, `pid`, `now_on` |
+//! | `releasing a lock failed` | WARN | `lock`, `xact`, `held_ms`, `error` |
+//! | `tables locked` / `tables busy` / `table lock timed out` / `... deadlock` | DEBUG / DEBUG / INFO / WARN | `tables`, `mode`, `waited_ms` |
+//! | `lock_timeout set` / `lock_timeout restored` | DEBUG | `lock_timeout` (ms, `0` = none), `previous`, `local` |
+//! | `prioritize signalled a session blocking its scope` | INFO | `protected`, `signal` (`terminate`/`cancel`), `victim_pid`, `application_name`, `state`, `duration_ms` (its transaction's, else its statement's age), `query` (its first 200 characters) |
+//!
+//! `lock` is the lock's name (the string, or the integers written out), `function` the
+//! attribute's function path (or [`Advisory::function`]), `wait` one of `server_default`,
+//! `forever`, `nowait` or a limit such as `5s`; `*_ms` fields are milliseconds as `f64`.
+//! A skip does not name the session holding the lock: the acquiring statement does not learn
+//! it, and asking `pg_locks` would cost a round trip on every skip; [`locks()`] and the
+//! `pglock` command tell who holds it. prioritize's `query` is the victim's SQL text as
+//! `pg_stat_activity` shows it, which may hold literal values: filter `pglock` at WARN where
+//! that matters.
+//!
+//! Nobody listening costs nothing measurable: fields are evaluated only for an enabled event,
+//! nothing is formatted or allocated up front, and no event sends a statement (the benchmark's
+//! latency rows are the same with no subscriber, with one filtering pglock out, and with the
+//! metrics feature and a no-op recorder).
+//!
+//! With the `metrics` feature (names in [`telemetry::names`]):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `pglock_acquisitions_total` | counter | `outcome` (`acquired`, `busy`, `timed_out`, `deadlock`, `standby`, `error`), `kind`, `function` |
+//! | `pglock_wait_seconds` | histogram | as `pglock_acquisitions_total` |
+//! | `pglock_hold_seconds` | histogram | `kind`, `function` |
+//! | `pglock_locks_held` | gauge | `kind`, `function` |
+//! | `pglock_lost_total` | counter | `kind`, `function` |
+//! | `pglock_prioritize_signals_total` | counter | `signal` |
+//!
+//! `kind` is `session` or `xact`; `function` is the attribute's function path (empty for
+//! runtime calls without [`Advisory::function`]). The lock's own name is not a label unless
+//! `pglock::telemetry::set_lock_labels(true)` says so: names such as `tenant-{id}` would make
+//! one time series per tenant, without bound. `tests/examples/metrics.rs` serves them to
+//! Prometheus with `metrics-exporter-prometheus`.
+//!
 //! # Cancel safety
 //! Locks taken through a pool are released however their scope ends, a dropped future included:
 //! pglock owns that connection and closes it, which ends the server session at once. Borrowed
@@ -117,6 +183,7 @@ mod race;
 mod retry;
 mod scope;
 mod table;
+pub mod telemetry;
 mod timeout;
 mod unwind;
 mod wait;

@@ -255,6 +255,10 @@ impl<H: OneSession> Kind<H> for Prioritize {
         };
         Ok(PrioritizeHeld { watcher, timeout })
     }
+
+    fn span(&self) -> tracing::Span {
+        crate::telemetry::prioritize_span(self.interval, self.signal)
+    }
 }
 
 /// A protected session: the background task, and the lock timeout set with it. Abandoned, the
@@ -310,7 +314,9 @@ type Task = JoinHandle<Result<(), Error>>;
 impl Watcher {
     fn start(settings: Prioritize, pool: PgPool, protected: i32) -> Self {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(watch(settings, pool, protected, stopped));
+        // In the scope's span (entering runs in it), so its events say whom it protects.
+        let watch = tracing::Instrument::in_current_span(watch(settings, pool, protected, stopped));
+        let task = tokio::spawn(watch);
         Watcher(Some((task, stop)))
     }
 
@@ -402,6 +408,7 @@ type Victim = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<f64>,
 );
 
 /// The blockers of `$1` that pass the filters (`$2`: minimum age in seconds; `$3`: only those not
@@ -412,7 +419,8 @@ type Victim = (
 const SIGNAL_BLOCKERS: &str = "
     WITH blockers AS MATERIALIZED (
         SELECT DISTINCT ON (b.pid) b.pid, a.usename::text AS usename, a.application_name,
-               a.state, left(a.query, 200) AS query
+               a.state, left(a.query, 200) AS query,
+               extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8 AS age
         FROM unnest(pg_blocking_pids($1)) AS b(pid)
         JOIN pg_stat_activity a ON a.pid = b.pid
         WHERE b.pid <> 0 AND b.pid <> $1 AND b.pid <> pg_backend_pid()
@@ -421,7 +429,7 @@ const SIGNAL_BLOCKERS: &str = "
           AND (NOT $3 OR cardinality(pg_blocking_pids(b.pid)) = 0)),
     decided AS MATERIALIZED (
         SELECT *, ($5 OR pid = ANY($6::int4[])) AS terminate FROM blockers)
-    SELECT pid, terminate, usename, application_name, state, query FROM decided
+    SELECT pid, terminate, usename, application_name, state, query, age FROM decided
     WHERE CASE WHEN $4 THEN true
                WHEN terminate THEN pg_terminate_backend(pid)
                ELSE pg_cancel_backend(pid) END
@@ -495,7 +503,7 @@ async fn watch(
             // Sessions no longer blocking are forgotten: a pid may come back as a new session.
             cancelled.retain(|pid, _| signalled.iter().any(|victim| victim.0 == *pid));
         }
-        for (pid, terminate, user, application_name, state, query) in signalled {
+        for (pid, terminate, user, application_name, state, query, age) in signalled {
             let signal = if terminate {
                 Signal::Terminate
             } else {
@@ -504,23 +512,15 @@ async fn watch(
             if settings.cancel_first.is_some() && !terminate {
                 cancelled.entry(pid).or_insert(now);
             }
-            let message = if dry_run {
-                "pglock: prioritize (dry run) would have signalled a session blocking its scope"
-            } else {
-                "pglock: prioritize signalled a session blocking its scope"
-            };
-            tracing::info!(
-                target: "pglock",
-                protected,
+            let victim = crate::telemetry::Victim {
                 pid,
-                ?signal,
-                dry_run,
-                user = user.as_deref().unwrap_or(""),
-                application_name = application_name.as_deref().unwrap_or(""),
-                state = state.as_deref().unwrap_or(""),
-                query = query.as_deref().unwrap_or(""),
-                "{message}"
-            );
+                user: user.as_deref(),
+                application_name: application_name.as_deref(),
+                state: state.as_deref(),
+                age_seconds: age,
+                query: query.as_deref(),
+            };
+            crate::telemetry::signalled(protected, signal, dry_run, &victim);
             if let Some(report) = &settings.report {
                 report.push(Signalled {
                     pid,

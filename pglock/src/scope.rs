@@ -8,6 +8,7 @@ use std::panic::resume_unwind;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tracing::{Instrument as _, Span};
 
 use crate::Error;
 use crate::handle::Conn;
@@ -120,6 +121,12 @@ pub trait Kind<H: Site> {
     #[doc(hidden)]
     #[allow(async_fn_in_trait)] // crate-internal: only pglock's own futures implement it
     async fn enter(self, site: &mut H) -> Result<Self::Held, Error>;
+
+    /// The `tracing` span the scope runs in, body included (see [`crate::telemetry`]).
+    #[doc(hidden)]
+    fn span(&self) -> tracing::Span {
+        tracing::Span::none()
+    }
 }
 
 /// A kind that could not be configured (prioritize without a pool for its watcher): entering
@@ -129,6 +136,11 @@ impl<H: Site, K: Kind<H>> Kind<H> for Result<K, Error> {
 
     async fn enter(self, site: &mut H) -> Result<K::Held, Error> {
         self?.enter(site).await
+    }
+
+    fn span(&self) -> tracing::Span {
+        self.as_ref()
+            .map_or_else(|_| tracing::Span::none(), K::span)
     }
 }
 
@@ -165,14 +177,27 @@ pub(crate) struct Scope<H: Site, S: Held> {
     handle: H,
     /// `None` once ended or abandoned.
     held: Option<S>,
+    /// The kind's span, entered while the scope enters, runs its body, and ends.
+    span: Span,
 }
 
 impl<H: Site, S: Held> Scope<H, S> {
-    pub(crate) async fn enter<K: Kind<H, Held = S>>(kind: K, mut handle: H) -> Result<Self, Error> {
-        let held = kind.enter(&mut handle).await?;
+    pub(crate) async fn enter<K: Kind<H, Held = S>>(kind: K, handle: H) -> Result<Self, Error> {
+        let span = kind.span();
+        Scope::enter_in(kind, handle, span).await
+    }
+
+    /// Enter in `span` (the kind's, which a caller may need to report a failure in).
+    pub(crate) async fn enter_in<K: Kind<H, Held = S>>(
+        kind: K,
+        mut handle: H,
+        span: Span,
+    ) -> Result<Self, Error> {
+        let held = in_span(span.clone(), kind.enter(&mut handle)).await?;
         Ok(Scope {
             handle,
             held: Some(held),
+            span,
         })
     }
 
@@ -180,6 +205,11 @@ impl<H: Site, S: Held> Scope<H, S> {
     pub(crate) fn split(&mut self) -> (&mut H, &mut S) {
         let held = self.held.as_mut().expect("split before the scope ends");
         (&mut self.handle, held)
+    }
+
+    /// The scope's span: the body runs in it (`held.run(body).instrument(scope.span())`).
+    pub(crate) fn span(&self) -> Span {
+        self.span.clone()
     }
 
     /// End the scope and settle its outcome with the body's (see [`settle`]).
@@ -191,7 +221,7 @@ impl<H: Site, S: Held> Scope<H, S> {
         let held = self.held.take().expect("exited once");
         let what = held.describe();
         let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
-        let ended = held.end(&mut self.handle, body_failed).await;
+        let ended = in_span(self.span.clone(), held.end(&mut self.handle, body_failed)).await;
         match outcome {
             Ok(outcome) => settle(&what, outcome, ended, failed),
             // The scope stopped the body: its reason is the result; the end's failure is news
@@ -209,9 +239,18 @@ impl<H: Site, S: Held> Scope<H, S> {
 impl<H: Site, S: Held> Drop for Scope<H, S> {
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
+            let _span = self.span.enter();
             held.abandon(&mut self.handle);
         }
     }
+}
+
+/// Run `future` in `span` (a disabled span, when nobody listens, costs a check per poll).
+pub(crate) fn in_span<F: Future>(span: Span, future: F) -> tracing::instrument::Instrumented<F> {
+    // One future type either way: an async fn choosing between `future.await` and
+    // `future.instrument(span).await` would hold both in its state, doubling the size of every
+    // layer of a stack of scopes. Entering a disabled span is a check and nothing more.
+    future.instrument(span)
 }
 
 /// The one rule for a scope's outcome, given the body's (`outcome`) and that of ending the scope
@@ -275,7 +314,8 @@ where
     K: Kind<&'c mut L>,
 {
     let mut scope = Scope::enter(kind, handle).await?;
+    let span = scope.span();
     let (handle, held) = scope.split();
-    let outcome = held.run(body(handle.as_pg_connection())).await;
+    let outcome = in_span(span, held.run(body(handle.as_pg_connection()))).await;
     scope.exit(outcome, Result::is_err).await
 }

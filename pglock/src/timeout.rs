@@ -296,6 +296,10 @@ impl<S: Setting, H: OneSession> Kind<H> for Timeout<S> {
         check_version::<S>(&mut conn).await?;
         TimeoutHeld::set_named(S::NAME, &setting, conn).await
     }
+
+    fn span(&self) -> tracing::Span {
+        crate::telemetry::timeout_span(self.limit)
+    }
 }
 
 /// A timeout set on a session: the value to restore, from entering the scope to ending it.
@@ -329,6 +333,7 @@ impl TimeoutHeld {
             .fetch_one(&mut *conn)
             .await?;
         conn.keep();
+        crate::telemetry::timeout_set(setting, &previous, local);
         Ok(TimeoutHeld {
             name,
             previous,
@@ -344,7 +349,7 @@ impl TimeoutHeld {
             .bind(self.name)
             .execute(conn)
             .await;
-        match restored {
+        let restored = match restored {
             Ok(_) => Ok(()),
             // A transaction-local value is undone by the rollback this transaction needs anyway.
             Err(error)
@@ -353,7 +358,9 @@ impl TimeoutHeld {
                 Ok(())
             }
             Err(error) => Err(error.into()),
-        }
+        };
+        crate::telemetry::timeout_restored(&self.previous, &restored);
+        restored
     }
 
     /// The value could not be restored: keep it from reaching another user of the connection.

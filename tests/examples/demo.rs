@@ -1,6 +1,6 @@
 //! A short tour of pglock against a real Postgres: `cargo run -p pglock-tests --example demo`.
 //!
-//! Uses `DATABASE_URL` when set; otherwise starts a throwaway Postgres (removed when cargo exits).
+//! With `RUST_LOG=pglock=debug`, pglock's events show on stderr. Uses `DATABASE_URL` when set; otherwise starts a throwaway Postgres (removed when cargo exits).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,19 @@ use sqlx::{PgConnection, PgPool};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // `RUST_LOG=pglock=debug` shows pglock's spans and events on stderr as the demo runs.
+    if let Some(filter) = std::env::var("RUST_LOG").ok().and_then(|directives| {
+        directives
+            .parse::<tracing_subscriber::filter::Targets>()
+            .ok()
+    }) {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(filter)
+            .init();
+    }
     let db = TestDb::new().await;
     println!("pglock demo on database {}\n", db.name());
 

@@ -109,6 +109,7 @@ fn pglock(args: &[&str]) -> Command {
         .env_remove("COLUMNS")
         .env_remove("NO_COLOR")
         .env_remove("CLICOLOR_FORCE")
+        .env_remove("RUST_LOG")
         .current_dir(empty_dir("cwd"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PG") {
@@ -950,6 +951,40 @@ async fn terminate_with_yes_ends_the_blocker_and_frees_the_waiter() {
     .await;
     assert_eq!(ran.ok(), "Terminated 1 blocking query\n");
     assert_eq!(ran.stderr, "");
+    until_gone(s.db.pool(), s.holder_pid).await;
+    let (result, _) = s.waiter.await.unwrap();
+    result.expect("the waiter's query ran once the blocker was gone");
+    drop(s.holder);
+}
+
+/// `-v` tells on stderr where the command connects (without the password it was given), the
+/// queries it sends and the sessions it signals; stdout is what it is without `-v`.
+#[tokio::test(flavor = "multi_thread")]
+async fn verbose_shows_connects_queries_and_signals_on_stderr_without_the_password() {
+    let s = blocked().await;
+    let mut url = url::Url::parse(&s.url).unwrap();
+    url.set_password(Some("hunter2-secret")).unwrap();
+    let ran = run(
+        pglock(&["-v", "-d", url.as_str(), "--blocking", "--terminate", "-y"]),
+        None,
+    )
+    .await;
+    assert_eq!(ran.ok(), "Terminated 1 blocking query\n");
+    assert!(!ran.stderr.contains("hunter2-secret"), "{ran:#?}");
+    let connecting = ran
+        .stderr
+        .lines()
+        .find(|line| line.contains("connecting"))
+        .unwrap_or_else(|| panic!("no connect event: {ran:#?}"));
+    assert!(connecting.contains(s.db.name()), "{connecting}");
+    assert!(
+        ran.stderr.contains("sqlx::query") && ran.stderr.contains("pg_locks"),
+        "the queries: {ran:#?}"
+    );
+    assert!(
+        ran.stderr.contains("signalled") && ran.stderr.contains(&s.holder_pid.to_string()),
+        "{ran:#?}"
+    );
     until_gone(s.db.pool(), s.holder_pid).await;
     let (result, _) = s.waiter.await.unwrap();
     result.expect("the waiter's query ran once the blocker was gone");

@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::sql::{self, Mode};
 use crate::handle::Conn;
+use crate::telemetry::Holding;
 use crate::{Error, LockId};
 
 /// Where a guard's lock stands, which decides what dropping the guard must do.
@@ -41,6 +42,8 @@ pub struct AdvisoryGuard<'c> {
     state: State,
     /// The pid of the server session the lock was taken on, once held.
     session: i32,
+    /// Since when the lock is held, for its events and metrics.
+    holding: Option<Holding>,
 }
 
 /// A held lock without its connection: see [`AdvisoryGuard::forget`].
@@ -48,6 +51,16 @@ pub struct Forgotten {
     pub(crate) id: LockId,
     pub(crate) mode: Mode,
     session: i32,
+    holding: Option<Holding>,
+}
+
+impl Forgotten {
+    /// The lock ended with `ended` without a guard (pglock's own transaction ended): report it.
+    pub(crate) fn ended(mut self, ended: &Result<(), Error>) {
+        if let Some(holding) = self.holding.take() {
+            holding.ended(&self.id, ended);
+        }
+    }
 }
 
 impl<'c> AdvisoryGuard<'c> {
@@ -58,6 +71,7 @@ impl<'c> AdvisoryGuard<'c> {
             mode,
             state: State::Waiting,
             session: 0,
+            holding: None,
         }
     }
 
@@ -69,6 +83,7 @@ impl<'c> AdvisoryGuard<'c> {
             mode: lock.mode,
             state: State::Held,
             session: lock.session,
+            holding: lock.holding,
         }
     }
 
@@ -80,13 +95,22 @@ impl<'c> AdvisoryGuard<'c> {
             id: self.id.clone(),
             mode: self.mode,
             session: self.session,
+            holding: self.holding.take(),
         }
     }
 
     /// The lock is held, on the server session with this pid.
-    pub(super) fn set_held(&mut self, session: i32) {
+    pub(super) fn set_held(&mut self, session: i32, holding: Option<Holding>) {
         self.state = State::Held;
         self.session = session;
+        self.holding = holding;
+    }
+
+    /// The heartbeat (checking every `every`) found the session gone: report the loss once.
+    pub(super) fn report_lost(&mut self, every: std::time::Duration, source: &sqlx::Error) {
+        if let Some(holding) = self.holding.take() {
+            holding.lost_by_heartbeat(&self.id, every, source);
+        }
     }
 
     pub(super) fn set_state(&mut self, state: State) {
@@ -193,6 +217,14 @@ impl<'c> AdvisoryGuard<'c> {
     /// If this future is dropped before it completes, the guard's drop runs as if `release` had
     /// not been called (see the type's docs); the unlock statement, if already sent, still runs.
     pub async fn release(mut self) -> Result<(), Error> {
+        let released = self.unlock().await;
+        if let Some(holding) = self.holding.take() {
+            holding.ended(&self.id, &released);
+        }
+        released
+    }
+
+    async fn unlock(&mut self) -> Result<(), Error> {
         if self.mode.xact {
             self.state = State::Done;
             return Ok(());
@@ -233,6 +265,9 @@ impl<'c> AdvisoryGuard<'c> {
 
 impl Drop for AdvisoryGuard<'_> {
     fn drop(&mut self) {
+        if let Some(holding) = self.holding.take() {
+            holding.dropped(&self.id);
+        }
         let Some(conn) = self.conn.take() else {
             return;
         };

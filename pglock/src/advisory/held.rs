@@ -37,6 +37,10 @@ impl<H: Site> Kind<H> for Advisory {
         let guard = self.take(Conn::Owned(conn, pool)).await?;
         Ok(AdvisoryHeld::new(&self, On::Owned(guard)))
     }
+
+    fn span(&self) -> tracing::Span {
+        Advisory::span(self)
+    }
 }
 
 impl Advisory {
@@ -159,16 +163,20 @@ impl Advisory {
         body: impl FnOnce(()) -> F,
         skip: bool,
     ) -> Result<Option<Result<T, E>>, Error> {
-        let mut scope = match Scope::enter(self, db.into_handle()).await {
+        let span = self.span();
+        let mut scope = match Scope::enter_in(self, db.into_handle(), span.clone()).await {
             Ok(scope) => scope,
-            Err(error) if skip && error.is_not_acquired() => return Ok(None),
+            Err(error) if skip && error.is_not_acquired() => {
+                span.in_scope(|| crate::telemetry::skipped(&error));
+                return Ok(None);
+            }
             Err(error) => return Err(error),
         };
         let (_, held) = scope.split();
         if let Some(signal) = notify {
             held.notify = Some((signal, None));
         }
-        let outcome = held.run(body(())).await;
+        let outcome = crate::scope::in_span(span, held.run(body(()))).await;
         scope.exit(outcome, Result::is_err).await.map(Some)
     }
 
@@ -191,7 +199,7 @@ impl Advisory {
             .await
             .map(AdvisoryGuard::forget);
         match taken {
-            Ok(_) => Ok(AdvisoryHeld::new(self, On::OwnedTransaction(owned))),
+            Ok(lock) => Ok(AdvisoryHeld::new(self, On::OwnedTransaction(owned, lock))),
             Err(error) => {
                 // Back to the pool only once the transaction is over; if even the rollback
                 // fails, dropping `owned` closes the connection.
@@ -242,7 +250,7 @@ enum On {
     /// can be watched.
     Owned(AdvisoryGuard<'static>),
     /// Transaction-level, inside a transaction pglock opened on a connection it owns.
-    OwnedTransaction(CloseUnlessKept),
+    OwnedTransaction(CloseUnlessKept, Forgotten),
     /// On the site's own session, which the scope lends to its body: the lock without it.
     Lent(Forgotten),
 }
@@ -268,6 +276,7 @@ impl AdvisoryHeld {
         loop {
             beats.tick().await;
             if let Err(source) = beat(&mut **guard, every).await {
+                guard.report_lost(every, &source);
                 return Error::Lost {
                     lock: guard.id().clone(),
                     source,
@@ -341,7 +350,8 @@ impl Held for AdvisoryHeld {
                 linger::linger(what, Lingering::Session(guard), left, heartbeat);
                 Ok(())
             }
-            (On::OwnedTransaction(conn), Some(left)) => {
+            (On::OwnedTransaction(conn, lock), Some(left)) => {
+                drop(lock);
                 let (what, commit) = ("a transaction-level lock".to_owned(), !body_failed);
                 linger::linger(
                     what,
@@ -352,8 +362,10 @@ impl Held for AdvisoryHeld {
                 Ok(())
             }
             (On::Owned(guard), None) => guard.release().await,
-            (On::OwnedTransaction(mut owned), None) => {
-                end_transaction(&mut owned, !body_failed).await?;
+            (On::OwnedTransaction(mut owned, lock), None) => {
+                let ended = end_transaction(&mut owned, !body_failed).await;
+                lock.ended(&ended);
+                ended?;
                 owned.keep();
                 Ok(())
             }
@@ -374,7 +386,7 @@ impl Held for AdvisoryHeld {
         match self.on {
             // Closing the connections pglock owns ends the session and its locks.
             On::Owned(guard) => drop(guard),
-            On::OwnedTransaction(owned) => drop(owned),
+            On::OwnedTransaction(owned, _) => drop(owned),
             On::Lent(lock) => {
                 if let Some(conn) = site.session() {
                     drop(AdvisoryGuard::held(conn, lock));

@@ -27,7 +27,7 @@ use sql::{OnStandby, WaitOn};
 use crate::handle::{CloseUnlessKept, Conn, Handle};
 use crate::scope::settle;
 use crate::unwind::catch_panic;
-use crate::{AdvisoryKey, Db, Error, LockId, Wait};
+use crate::{AdvisoryKey, Db, Error, LockId, Wait, telemetry};
 
 /// Start building an advisory lock on `id`: a string (hashed as django-pglock hashes it),
 /// an `i64`/`i32`, a pair `(i32, i32)`, or an [`AdvisoryKey`].
@@ -468,12 +468,31 @@ impl Advisory {
         failed: impl Fn(&T) -> bool,
         skip: bool,
     ) -> Result<Option<T>, Error> {
+        let span = self.span();
+        crate::scope::in_span(span, self.scope_in_span(db, body, failed, skip)).await
+    }
+
+    /// The span of this lock's scopes (see [`telemetry`]).
+    pub(crate) fn span(&self) -> tracing::Span {
+        telemetry::advisory_span(&self.id, self.function.as_deref(), self.mode, self.wait)
+    }
+
+    async fn scope_in_span<'c, T>(
+        self,
+        db: impl Db<'c>,
+        body: impl AsyncFnOnce(&mut PgConnection) -> T,
+        failed: impl Fn(&T) -> bool,
+        skip: bool,
+    ) -> Result<Option<T>, Error> {
         let acquired = match db.into_handle() {
             Handle::Pool(pool) if self.mode.xact => {
                 let conn = pool.acquire().await?;
                 return match self.xact_scope_on_pool(conn, pool, body, failed).await {
                     Ok(out) => Ok(Some(out)),
-                    Err(error) if skip && error.is_not_acquired() => Ok(None),
+                    Err(error) if skip && error.is_not_acquired() => {
+                        telemetry::skipped(&error);
+                        Ok(None)
+                    }
                     Err(error) => Err(error),
                 };
             }
@@ -484,7 +503,10 @@ impl Advisory {
         };
         let mut guard = match acquired {
             Ok(guard) => guard,
-            Err(error) if skip && error.is_not_acquired() => return Ok(None),
+            Err(error) if skip && error.is_not_acquired() => {
+                telemetry::skipped(&error);
+                return Ok(None);
+            }
             Err(error) => return Err(error),
         };
         let outcome = catch_panic(body(&mut guard)).await;
@@ -509,12 +531,15 @@ impl Advisory {
         let taken = self
             .take(Conn::InOwnedTransaction(&mut tx, pool))
             .await
-            .map(drop);
-        if let Err(error) = taken {
-            tx.rollback().await?;
-            owned.keep();
-            return Err(error);
-        }
+            .map(AdvisoryGuard::forget);
+        let held = match taken {
+            Ok(held) => held,
+            Err(error) => {
+                tx.rollback().await?;
+                owned.keep();
+                return Err(error);
+            }
+        };
         // Unwinding from a panic drops `tx` and `owned`: the connection closes and the server
         // rolls back.
         let out = match catch_panic(body(&mut tx)).await {
@@ -525,9 +550,11 @@ impl Advisory {
             tx.rollback().await
         } else {
             tx.commit().await
-        };
+        }
+        .map_err(Error::from);
+        held.ended(&ended);
         owned.keep();
-        settle(&self.id, Ok(out), ended.map_err(Error::from), failed)
+        settle(&self.id, Ok(out), ended, failed)
     }
 
     /// The connection to lock on: the caller's, or one checked out of the caller's pool.
@@ -554,9 +581,12 @@ impl Advisory {
             });
         }
         let mut guard = AdvisoryGuard::waiting(conn, self.id.clone(), self.mode);
-        match self.send(&mut guard, timeout_ms).await {
+        let acquiring = telemetry::Acquiring::start(&self.id, self.function.as_deref(), self.mode);
+        let sent = self.send(&mut guard, timeout_ms).await;
+        let holding = acquiring.finish(&sent);
+        match sent {
             Ok(session) => {
-                guard.set_held(session);
+                guard.set_held(session, holding);
                 Ok(guard)
             }
             Err(error) => {

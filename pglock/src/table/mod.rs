@@ -190,6 +190,7 @@ impl TableLock {
     /// never rolled back and your transaction is aborted: roll it back. Bound waits with
     /// [`timeout`](TableLock::timeout), not by dropping the future.
     pub async fn acquire<'c>(self, db: impl Db<'c>) -> Result<(), Error> {
+        let started = std::time::Instant::now();
         let (tables, timeout_ms) = self.checked()?;
         let target = LockTarget::Tables(tables.iter().map(TableName::to_string).collect());
         let conn = match db.into_handle() {
@@ -202,7 +203,7 @@ impl TableLock {
         };
         let nowait = self.wait == Wait::NoWait;
         let statement = sql::acquire(&tables, self.mode, nowait, timeout_ms);
-        match sqlx::raw_sql(AssertSqlSafe(statement))
+        let outcome = match sqlx::raw_sql(AssertSqlSafe(statement))
             .execute(&mut *conn)
             .await
         {
@@ -210,11 +211,15 @@ impl TableLock {
             Err(error) => {
                 recover(conn, &target, &error).await;
                 Err(match sqlstate(&error).as_deref() {
-                    Some(LOCK_NOT_AVAILABLE) if nowait => Error::Busy { target },
-                    _ => Error::acquiring(target, error),
+                    Some(LOCK_NOT_AVAILABLE) if nowait => Error::Busy {
+                        target: target.clone(),
+                    },
+                    _ => Error::acquiring(target.clone(), error),
                 })
             }
-        }
+        };
+        crate::telemetry::table_lock(&target, self.mode, started, &outcome);
+        outcome
     }
 
     /// Lock the tables like [`acquire`](TableLock::acquire), but return `Ok(false)` when the lock

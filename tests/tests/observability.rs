@@ -1,0 +1,482 @@
+//! What pglock tells a `tracing` subscriber: an event for every lock outcome, at its level, with
+//! its fields (lock id, waited and held durations, pids), inside the span of its scope; against
+//! a real server, captured by a test layer.
+//!
+//! Each test runs on a current-thread runtime with its subscriber set as the thread's default,
+//! so that the tasks pglock spawns (prioritize's watcher) report to it too.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::exec;
+use pglock::{Error, advisory};
+use pglock_tests::{PrivateCluster, TestDb};
+use sqlx::{Connection as _, PgConnection, PgPool};
+use tracing::Level;
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+
+/// One event as captured: its level, target, message and fields, and the spans it was in
+/// (innermost first), each with its fields.
+#[derive(Clone, Debug)]
+struct Captured {
+    level: Level,
+    target: String,
+    message: String,
+    fields: BTreeMap<String, String>,
+    spans: Vec<(String, BTreeMap<String, String>)>,
+}
+
+impl Captured {
+    fn field(&self, name: &str) -> &str {
+        self.fields
+            .get(name)
+            .unwrap_or_else(|| panic!("no field {name} in {self:?}"))
+    }
+
+    fn number(&self, name: &str) -> f64 {
+        self.field(name)
+            .parse()
+            .unwrap_or_else(|_| panic!("field {name} is not a number: {self:?}"))
+    }
+}
+
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+/// A layer that keeps every event, with the fields of the spans around it.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Captured>>>);
+
+impl<S> tracing_subscriber::Layer<S> for Capture
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        ctx.span(id)
+            .expect("a new span")
+            .extensions_mut()
+            .insert(fields);
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut fields = fields.0;
+        let message = fields.remove("message").unwrap_or_default();
+        let spans = ctx
+            .event_scope(event)
+            .map(|scope| {
+                scope
+                    .map(|span| {
+                        let fields = span
+                            .extensions()
+                            .get::<Fields>()
+                            .map(|fields| fields.0.clone())
+                            .unwrap_or_default();
+                        (span.name().to_owned(), fields)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.0.lock().unwrap().push(Captured {
+            level: *event.metadata().level(),
+            target: event.metadata().target().to_owned(),
+            message,
+            fields,
+            spans,
+        });
+    }
+}
+
+impl Capture {
+    /// Capture this thread's events until the guard is dropped.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::registry().with(self.clone());
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// The events whose message contains `text`.
+    fn events(&self, text: &str) -> Vec<Captured> {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|event| event.message.contains(text))
+            .cloned()
+            .collect()
+    }
+
+    /// The one event whose message contains `text`, for lock `lock` (if given).
+    fn one(&self, text: &str, lock: &str) -> Captured {
+        let matching: Vec<_> = self
+            .events(text)
+            .into_iter()
+            .filter(|event| event.fields.get("lock").is_none_or(|name| name == lock))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "one {text:?} event for {lock}, got {matching:#?}\nall: {:#?}",
+            self.0.lock().unwrap()
+        );
+        let event = matching.into_iter().next().unwrap();
+        assert_eq!(event.target, "pglock", "{event:?}");
+        event
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The pid of a session.
+async fn pid_of(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn acquired_and_released_report_the_pid_and_the_time_waited_and_held() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let mut conn = db.connect().await;
+        let pid = pid_of(&mut conn).await;
+
+        let guard = advisory("report")
+            .function("jobs::report")
+            .acquire(&mut conn)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        guard.release().await.unwrap();
+
+        let acquired = capture.one("lock acquired", "report");
+        assert_eq!(acquired.level, Level::DEBUG);
+        assert_eq!(acquired.field("pid"), pid.to_string());
+        assert_eq!(acquired.field("function"), "jobs::report");
+        assert_eq!(acquired.field("shared"), "false");
+        assert_eq!(acquired.field("xact"), "false");
+        assert!(acquired.number("waited_ms") >= 0.0);
+
+        let released = capture.one("lock released", "report");
+        assert_eq!(released.level, Level::DEBUG);
+        assert!(released.number("held_ms") >= 50.0, "{released:?}");
+    });
+}
+
+#[test]
+fn busy_and_timed_out_report_the_lock_and_the_time_waited() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let mut holder = db.connect().await;
+        let held = advisory("contended").acquire(&mut holder).await.unwrap();
+
+        let mut conn = db.connect().await;
+        let busy = advisory("contended").nowait().acquire(&mut conn).await;
+        assert!(matches!(busy, Err(Error::Busy { .. })), "{busy:?}");
+        let event = capture.one("lock busy", "contended");
+        assert_eq!(event.level, Level::DEBUG);
+
+        let timed_out = advisory("contended")
+            .timeout(Duration::from_millis(200))
+            .acquire(db.pool())
+            .await;
+        assert!(
+            matches!(timed_out, Err(Error::LockTimeout { .. })),
+            "{timed_out:?}"
+        );
+        let event = capture.one("lock timed out", "contended");
+        assert_eq!(event.level, Level::INFO);
+        // The server waits at least the lock timeout before it gives up.
+        assert!(event.number("waited_ms") >= 190.0, "{event:?}");
+        assert!(
+            capture.events("lock acquired").len() == 1,
+            "only the holder's"
+        );
+        held.release().await.unwrap();
+    });
+}
+
+#[pglock::advisory("nightly", timeout = "0s", side_effect = Skip)]
+async fn nightly(pool: &PgPool) -> Option<()> {
+    let _ = pool;
+    tracing::info!("the body ran");
+    Some(())
+}
+
+#[test]
+fn an_attribute_runs_its_body_in_a_span_and_reports_a_skip() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+
+        assert_eq!(nightly(db.pool()).await, Some(()));
+        let inside = capture.events("the body ran");
+        assert_eq!(inside.len(), 1);
+        let (name, fields) = &inside[0].spans[0];
+        assert_eq!(name, "pglock::advisory", "{inside:?}");
+        assert_eq!(fields["lock"], "nightly");
+        assert_eq!(fields["function"], "observability::nightly");
+        assert_eq!(fields["wait"], "nowait");
+        assert_eq!(fields["xact"], "false");
+        assert_eq!(fields["shared"], "false");
+        // Acquired and released inside the span too.
+        let acquired = capture.one("lock acquired", "nightly");
+        assert_eq!(acquired.spans[0].0, "pglock::advisory");
+        assert_eq!(
+            capture.one("lock released", "nightly").spans[0].0,
+            "pglock::advisory"
+        );
+
+        let mut holder = db.connect().await;
+        let held = advisory("nightly").acquire(&mut holder).await.unwrap();
+        assert_eq!(nightly(db.pool()).await, None);
+        let skipped = capture.one("skipped", "nightly");
+        assert_eq!(skipped.level, Level::INFO);
+        assert_eq!(skipped.spans[0].1["function"], "observability::nightly");
+        held.release().await.unwrap();
+
+        // The runtime's try_scope reports its skip the same way, in its span.
+        let mut holder = db.connect().await;
+        let held = advisory("weekly").acquire(&mut holder).await.unwrap();
+        let out = advisory("weekly")
+            .nowait()
+            .try_scope(db.pool(), async |_| Ok::<_, Error>(()))
+            .await
+            .unwrap();
+        assert_eq!(out, None);
+        let skipped = capture.one("skipped", "weekly");
+        assert_eq!(skipped.spans[0].1["lock"], "weekly");
+        held.release().await.unwrap();
+    });
+}
+
+/// Wait for `other` on the session that holds `held` (after `after` ms), then let go of both.
+async fn cross(
+    mut held: pglock::AdvisoryGuard<'_>,
+    other: &'static str,
+    after: u64,
+) -> Result<(), Error> {
+    tokio::time::sleep(Duration::from_millis(after)).await;
+    let waited = match advisory(other).wait_forever().acquire(&mut held).await {
+        Ok(guard) => guard.release().await,
+        Err(error) => Err(error),
+    };
+    held.release().await.unwrap();
+    waited
+}
+
+#[test]
+fn a_deadlock_is_a_warning_naming_the_lock_waited_for() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let (mut first, mut second) = (db.connect().await, db.connect().await);
+        for conn in [&mut first, &mut second] {
+            exec(conn, "SET deadlock_timeout = '100ms'").await;
+        }
+        let a = advisory("a").acquire(&mut first).await.unwrap();
+        let b = advisory("b").acquire(&mut second).await.unwrap();
+        // Each session waits for the other's lock, then lets go of both; both waits run on
+        // one thread, the second starting while the first is in flight.
+        let (a_then_b, b_then_a) = tokio::join!(cross(a, "b", 0), cross(b, "a", 200));
+        let deadlocked = match (a_then_b, b_then_a) {
+            (Ok(()), Err(error)) => ("b", error),
+            (Err(error), Ok(())) => ("a", error),
+            other => panic!("expected exactly one deadlock: {other:?}"),
+        };
+        assert!(
+            matches!(deadlocked.1, Error::Deadlock { .. }),
+            "{deadlocked:?}"
+        );
+        let waited_for = if deadlocked.0 == "a" { "b" } else { "a" };
+        let event = capture.one("deadlock", waited_for);
+        assert_eq!(event.level, Level::WARN);
+        assert!(event.number("waited_ms") > 0.0);
+        assert!(event.field("error").contains("deadlock"), "{event:?}");
+    });
+}
+
+#[test]
+fn a_lock_on_a_standby_is_refused_with_a_warning() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let primary = PrivateCluster::new().await;
+        let standby = primary.standby().await;
+        let mut conn = PgConnection::connect(standby.url()).await.unwrap();
+        let refused = advisory("on-standby").acquire(&mut conn).await;
+        assert!(matches!(refused, Err(Error::Standby { .. })), "{refused:?}");
+        let event = capture.one("hot standby", "on-standby");
+        assert_eq!(event.level, Level::WARN);
+    });
+}
+
+/// The backend pid holding `id`, once it is held.
+async fn holder_of(observer: &PgPool, id: &str) -> i32 {
+    let (classid, objid) = pglock::advisory_id(id);
+    for _ in 0..1000 {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND classid = $1::int8::oid AND objid = $2::int8::oid",
+        )
+        .bind(i64::from(classid))
+        .bind(i64::from(objid))
+        .fetch_optional(observer)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the lock {id} was never taken")
+}
+
+#[test]
+fn a_lost_lock_is_an_error_after_a_failed_heartbeat() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let pool = db.pool_with(2).await;
+        let job = advisory("watched")
+            .heartbeat(Duration::from_millis(100))
+            .run(&pool, async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, Error>(())
+            });
+        let terminate = async {
+            let holder = holder_of(db.pool(), "watched").await;
+            exec_pid(db.pool(), "pg_terminate_backend", holder).await;
+        };
+        let (lost, ()) = tokio::join!(job, terminate);
+        assert!(matches!(lost, Err(Error::Lost { .. })), "{lost:?}");
+
+        let heartbeat = capture.one("heartbeat failed", "watched");
+        assert_eq!(heartbeat.level, Level::WARN);
+        assert_eq!(heartbeat.number("heartbeat_ms"), 100.0);
+        let lost = capture.one("lock lost", "watched");
+        assert_eq!(lost.level, Level::ERROR);
+        assert!(lost.number("held_ms") > 0.0);
+        assert_eq!(lost.spans[0].0, "pglock::advisory");
+        assert!(capture.events("lock released").is_empty());
+    });
+}
+
+#[test]
+fn a_lock_found_gone_at_release_is_an_error() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let guard = advisory("released-late").acquire(db.pool()).await.unwrap();
+        let holder = holder_of(db.pool(), "released-late").await;
+        exec_pid(db.pool(), "pg_terminate_backend", holder).await;
+        let released = guard.release().await;
+        assert!(matches!(released, Err(Error::Lost { .. })), "{released:?}");
+        let lost = capture.one("lock lost", "released-late");
+        assert_eq!(lost.level, Level::ERROR);
+        assert!(lost.number("held_ms") > 0.0);
+    });
+}
+
+async fn exec_pid(pool: &PgPool, function: &str, pid: i32) {
+    let statement = format!("SELECT {function}($1)");
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(pid)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn lock_timeout_scopes_report_what_they_set_and_restored_at_debug() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let mut conn = db.connect().await;
+        pglock::timeout(Duration::from_millis(1500))
+            .scope(&mut conn, async |_| Ok::<_, Error>(()))
+            .await
+            .unwrap();
+        let set = capture.one("lock_timeout set", "");
+        assert_eq!(set.level, Level::DEBUG);
+        assert_eq!(set.field("lock_timeout"), "1500");
+        assert_eq!(set.field("previous"), "0");
+        assert_eq!(set.spans[0].0, "pglock::timeout");
+        let restored = capture.one("lock_timeout restored", "");
+        assert_eq!(restored.level, Level::DEBUG);
+        assert_eq!(restored.field("lock_timeout"), "0");
+    });
+}
+
+#[test]
+fn prioritize_reports_each_session_it_signals() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        exec(&mut db.connect().await, "CREATE TABLE orders (id int)").await;
+
+        let mut blocker = db.connect().await;
+        exec(&mut blocker, "SET application_name = 'nightly report'").await;
+        let blocker_pid = pid_of(&mut blocker).await;
+        let mut report = blocker.begin().await.unwrap();
+        exec(&mut report, "SELECT count(*) FROM orders /* the report */").await;
+
+        let mut conn = db.connect().await;
+        pglock::prioritize()
+            .interval(Duration::from_millis(50))
+            .watcher(db.pool())
+            .scope(&mut conn, async |conn| {
+                exec(conn, "ALTER TABLE orders ADD COLUMN note text").await;
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap();
+
+        let event = capture.one("prioritize signalled", "");
+        assert_eq!(event.level, Level::INFO);
+        assert_eq!(event.field("victim_pid"), blocker_pid.to_string());
+        assert_eq!(event.field("application_name"), "nightly report");
+        assert_eq!(event.field("state"), "idle in transaction");
+        assert_eq!(event.field("signal"), "terminate");
+        assert!(event.number("duration_ms") > 0.0, "{event:?}");
+        assert!(event.field("query").contains("the report"), "{event:?}");
+        assert_eq!(event.spans.last().unwrap().0, "pglock::prioritize");
+        drop(report);
+    });
+}
