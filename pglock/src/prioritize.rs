@@ -427,6 +427,22 @@ const SIGNAL_BLOCKERS: &str = "
                ELSE pg_cancel_backend(pid) END
     ORDER BY pid";
 
+/// `work`'s output, or `None` if `stopped` resolves first (it is polled first). A two-way
+/// `select!` by hand, so that the library needs no tokio `macros` feature.
+async fn unless_stopped<F: Future>(
+    work: F,
+    stopped: &mut oneshot::Receiver<()>,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if std::pin::Pin::new(&mut *stopped).poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        work.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
 async fn watch(
     settings: Prioritize,
     pool: PgPool,
@@ -445,10 +461,10 @@ async fn watch(
         .as_ref()
         .clone()
         .application_name("pglock prioritize");
-    let mut conn = tokio::select! {
-        conn = options.connect() => conn?,
-        _ = &mut stopped => return Ok(()),
+    let Some(conn) = unless_stopped(options.connect(), &mut stopped).await else {
+        return Ok(());
     };
+    let mut conn = conn?;
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
     let terminate_all = settings.signal == Signal::Terminate && settings.cancel_first.is_none();
     let dry_run = settings.dry_run;
@@ -468,18 +484,16 @@ async fn watch(
     // Warm the new session up inside the first interval: the first run of the statement
     // prepares it and loads the catalogs it reads, which took longer than the check itself.
     // Blockers of pid 0 (no backend) are none, so this signals nobody.
-    tokio::select! {
-        warmed = signal_blockers_of(0, &[]) => { warmed?; }
-        _ = &mut stopped => return Ok(()),
-    }
+    match unless_stopped(signal_blockers_of(0, &[]), &mut stopped).await {
+        Some(warmed) => warmed?,
+        None => return Ok(()),
+    };
     // With `cancel_first`: when each blocker was (or in a dry run would have been) cancelled.
     let mut cancelled: HashMap<i32, tokio::time::Instant> = HashMap::new();
     loop {
         // Told to stop (the sender is dropped) between checks only: a check runs to its end.
-        tokio::select! {
-            biased;
-            _ = &mut stopped => return Ok(()),
-            _ = ticks.tick() => {}
+        if unless_stopped(ticks.tick(), &mut stopped).await.is_none() {
+            return Ok(());
         }
         let now = tokio::time::Instant::now();
         let overdue: Vec<i32> = match settings.cancel_first {
