@@ -86,6 +86,16 @@ impl Advisory {
     ///
     /// # Cancel safety
     /// As [`scope`](Advisory::scope).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let sent = pglock::advisory("nightly-digest")
+    ///     .nowait()
+    ///     .try_run(pool, async { /* send it */ Ok::<_, pglock::Error>(()) })
+    ///     .await?;
+    /// println!("{}", if sent.is_some() { "sent" } else { "skipped" });
+    /// # Ok(()) }
+    /// ```
     pub async fn try_run<'c, T, E>(
         self,
         db: impl Db<'c>,
