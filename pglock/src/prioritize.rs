@@ -87,30 +87,97 @@ impl Prioritize {
 
     /// How often to look for blockers, the first time one interval after the scope starts.
     /// Default 1 s, at least [`Prioritize::MIN_INTERVAL`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .interval(Duration::from_millis(100))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
     /// Whether to keep looking every interval (the default) or only once, one interval in.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .periodic(false)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn periodic(mut self, periodic: bool) -> Self {
         self.periodic = periodic;
         self
     }
 
     /// How to end a blocker: [`Signal::Terminate`] (the default) or [`Signal::Cancel`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .signal(pglock::Signal::Cancel)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn signal(mut self, signal: Signal) -> Self {
         self.signal = signal;
         self
     }
 
     /// Cancel blockers' statements instead of terminating their sessions.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .cancel()
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn cancel(self) -> Self {
         self.signal(Signal::Cancel)
     }
 
     /// Only end blockers whose transaction (or, outside one, current statement) started at least
     /// `age` ago; younger ones are left alone.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .older_than(Duration::from_secs(10))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn older_than(mut self, age: Duration) -> Self {
         self.older_than = Some(age);
         self
@@ -119,6 +186,20 @@ impl Prioritize {
     /// Also run the scope under a lock timeout (see [`timeout`](fn@crate::timeout)): the protected
     /// code never waits longer than this for any one lock. Make it longer than the interval, or
     /// the code gives up before the blockers are ended.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .timeout(Duration::from_secs(30))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
         self.timeout = Some(crate::timeout(limit));
         self
@@ -128,6 +209,19 @@ impl Prioritize {
     /// `pglock`, and to a [`report`](Prioritize::report)) the sessions it would have signalled
     /// and how, without signalling any. With [`cancel_first`](Prioritize::cancel_first), a
     /// blocker still there after the grace period is reported as one it would have terminated.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
         self
@@ -136,6 +230,20 @@ impl Prioritize {
     /// Cancel a blocker's statement first, and terminate its session only if it still blocks
     /// `grace` after the cancel (a session idle in a transaction is not freed by a cancel; a
     /// long query usually is, and its session survives).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .cancel_first(Duration::from_secs(2))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn cancel_first(mut self, grace: Duration) -> Self {
         self.cancel_first = Some(grace);
         self
@@ -144,6 +252,19 @@ impl Prioritize {
     /// Signal only the blockers that are not waiting for a lock themselves (the roots of the
     /// queue). A session that waits is usually another migration or the application's own
     /// queue behind the real culprit; it goes on once the root is gone.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .roots_only(true)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn roots_only(mut self, roots_only: bool) -> Self {
         self.roots_only = roots_only;
         self
@@ -184,6 +305,19 @@ impl Prioritize {
     /// connection of its own for the scope's duration (named `pglock prioritize` in
     /// `pg_stat_activity`), outside the pool's count, so a full pool cannot starve it, and
     /// closes it when the scope ends.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .watcher(pool)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn watcher(mut self, pool: &PgPool) -> Self {
         self.watcher = Some(pool.clone());
         self
@@ -207,6 +341,18 @@ impl Prioritize {
     /// Dropping this future stops the background task (it is aborted) and closes its connection.
     /// What it leaves on `db`'s session is what `body` (and, with [`timeout`](Prioritize::timeout),
     /// a lock timeout scope) leaves: see [`LockTimeout::scope`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn scope<'c, T, E>(
         self,
         db: impl Session<'c>,
