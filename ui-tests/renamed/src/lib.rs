@@ -37,6 +37,7 @@ async fn default_pool() -> Result<(), Error> {
 }
 
 /// The futures are what users would spawn: they stay `Send`.
-pub fn spawnable(pool: PgPool) -> impl std::future::Future<Output = Option<u32>> + Send {
-    async move { job(&pool).await }
+pub fn spawnable(pool: PgPool) {
+    fn send<T: Send>(_: T) {}
+    send(async move { job(&pool).await });
 }
