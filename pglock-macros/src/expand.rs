@@ -814,3 +814,55 @@ fn limit_option(limit: Limit) -> TokenStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(args: TokenStream) -> (Option<String>, String) {
+        let (krate, rest) = take_crate(args).expect("parses");
+        (
+            krate.map(|path| path.to_token_stream().to_string()),
+            rest.to_string(),
+        )
+    }
+
+    #[test]
+    fn crate_is_taken_out_wherever_it_stands() {
+        let (krate, rest) = taken(quote!("k", crate = pglock2, timeout = "1s"));
+        assert_eq!(krate.as_deref(), Some("pglock2"));
+        assert_eq!(rest, quote!("k", timeout = "1s").to_string());
+
+        // First: the lock id is the first argument again.
+        let (krate, rest) = taken(quote!(crate = ::my::pglock, "k"));
+        assert_eq!(krate.as_deref(), Some(":: my :: pglock"));
+        assert_eq!(rest, quote!("k").to_string());
+
+        // Last, and alone.
+        assert_eq!(taken(quote!(crate = p)).1, "");
+        assert_eq!(taken(quote!(xact, crate = p,)).1, quote!(xact,).to_string());
+        // Not a `crate =` argument: left alone.
+        assert_eq!(taken(quote!(id = f(a, b))).0, None);
+    }
+
+    #[test]
+    fn a_bad_or_repeated_crate_is_an_error() {
+        assert!(take_crate(quote!(crate = "pglock2")).is_err());
+        assert!(take_crate(quote!(crate = )).is_err());
+        assert!(take_crate(quote!(crate = a, crate = b)).is_err());
+    }
+
+    #[test]
+    fn stacked_attributes_are_recognised_under_the_renamed_path() {
+        let attr = |tokens: TokenStream| -> Attribute { syn::parse_quote!(#tokens) };
+        let renamed: Path = syn::parse_quote!(pglock2);
+        let timeout = attr(quote!(#[pglock2::timeout(lock = "1s")]));
+        assert!(pglock_attribute(&timeout, Some(&renamed)).is_some());
+        assert!(pglock_attribute(&timeout, None).is_none());
+        let own = attr(quote!(#[pglock2::timeout(lock = "1s", crate = pglock2)]));
+        assert!(pglock_attribute(&own, None).is_some());
+        assert!(pglock_attribute(&attr(quote!(#[pglock::advisory])), None).is_some());
+        assert!(pglock_attribute(&attr(quote!(#[tokio::timeout])), Some(&renamed)).is_none());
+        assert!(pglock_attribute(&attr(quote!(#[timeout])), None).is_none());
+    }
+}
