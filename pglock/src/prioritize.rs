@@ -496,16 +496,66 @@ pub struct PrioritizeReport(Arc<Mutex<Vec<Signalled>>>);
 
 impl PrioritizeReport {
     /// An empty report.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// println!("would have signalled {:?}", report.pids());
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Every signal, in the order they were sent (or would have been).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// for signal in report.signals() {
+    ///     println!("{signal:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn signals(&self) -> Vec<Signalled> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The pids signalled (or that would have been), each once, in ascending order.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// println!("would have signalled {:?}", report.pids());
+    /// # Ok(()) }
+    /// ```
     pub fn pids(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = self.signals().iter().map(|s| s.pid).collect();
         pids.sort_unstable();
