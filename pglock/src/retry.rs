@@ -274,6 +274,18 @@ impl RetryLocks {
     /// than keep the application queued behind it. On a borrowed connection, the attempt's
     /// transaction is dropped, and sqlx rolls it back on the connection's next use; a statement
     /// still waiting on the server waits at most the attempt's (short) `lock_timeout`.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// // Each attempt runs in its own transaction, under a short lock_timeout.
+    /// pglock::retry_locks()
+    ///     .scope(pool, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn scope<'c, T, E>(
         self,
         db: impl Db<'c>,
