@@ -217,6 +217,7 @@ const ADVISORY_KEYS: &[&str] = &[
     "heartbeat",
     "min_hold",
     "db",
+    "crate",
 ];
 
 /// The shortest heartbeat (pglock::MIN_HEARTBEAT), in milliseconds.
@@ -351,6 +352,7 @@ const TIMEOUT_KEYS: &[&str] = &[
     "idle_in_transaction",
     "transaction",
     "db",
+    "crate",
 ];
 
 const TIMEOUT_FORMS: &str = "#[pglock::timeout(5)] (lock_timeout), #[pglock::timeout(\"1.5s\")], \
@@ -499,7 +501,9 @@ pub struct RetryArgs {
     pub watcher: Option<Expr>,
 }
 
-const RETRY_KEYS: &[&str] = &["schedule", "deadline", "finally", "jitter", "db", "watcher"];
+const RETRY_KEYS: &[&str] = &[
+    "schedule", "deadline", "finally", "jitter", "db", "watcher", "crate",
+];
 
 impl RetryArgs {
     pub fn parse(tokens: TokenStream) -> syn::Result<Self> {
@@ -598,6 +602,7 @@ const PRIORITIZE_KEYS: &[&str] = &[
     "cancel_first",
     "roots_only",
     "report",
+    "crate",
 ];
 
 /// The shortest prioritize interval (pglock::Prioritize::MIN_INTERVAL), in milliseconds.

@@ -2,14 +2,14 @@
 //! pglock attribute, in reading order (the top attribute outermost, as Python decorators nest).
 //!
 //! Each layer enters its scope (takes the lock, sets the timeout, starts the watcher) through the
-//! one runtime entry, `::pglock::__private::enter`, lends the handle back to the code inside under
+//! one runtime entry, `::pglock::__private::enter` (or under `crate = path`, `path::__private::enter`), lends the handle back to the code inside under
 //! its own name, runs that code in an `async move` block, and ends the scope however the block
 //! ended.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Spacing, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, Ident, Meta, Pat};
+use syn::{Attribute, FnArg, Ident, Meta, Pat, Path};
 
 use crate::args::{
     AdvisoryArgs, Finally, Limit, PrioritizeArgs, RetryArgs, SideEffect, Signal, TimeoutArgs,
@@ -81,15 +81,33 @@ pub fn attribute(which: Which, args: TokenStream, item: TokenStream) -> TokenStr
     };
     // The pglock attributes below this one: this one expands them all, so that they nest in
     // reading order (Rust would expand each in turn, the bottom one outermost).
-    let mut stack = vec![(which, args)];
-    func.attrs.retain(|attr| match pglock_attribute(attr) {
-        Some(found) => {
-            stack.push(found);
-            false
-        }
-        None => true,
-    });
+    // `crate = path`: where pglock is when the dependency is renamed. The stacked attributes
+    // below are recognised under that path too (and under one their own `crate = ...` names).
     let mut errors = Errors::default();
+    let (top_crate, args) = match take_crate(args) {
+        Ok(taken) => taken,
+        Err(error) => return with_error(item, error),
+    };
+    let mut crates = vec![top_crate.clone()];
+    let mut stack = vec![(which, args)];
+    func.attrs
+        .retain(|attr| match pglock_attribute(attr, top_crate.as_ref()) {
+            Some((which, tokens)) => {
+                match errors.keep(take_crate(tokens)) {
+                    Some((krate, tokens)) => {
+                        crates.push(krate);
+                        stack.push((which, tokens));
+                    }
+                    None => stack.push((which, TokenStream::new())),
+                }
+                false
+            }
+            None => true,
+        });
+    let krate = match crates.into_iter().flatten().next() {
+        Some(path) => path.to_token_stream(),
+        None => quote!(::pglock),
+    };
     let layers: Vec<Layer> = stack
         .into_iter()
         .filter_map(|(which, args)| errors.keep(Layer::parse(which, args)))
@@ -99,7 +117,7 @@ pub fn attribute(which: Which, args: TokenStream, item: TokenStream) -> TokenStr
     if let Some(error) = errors.0 {
         return with_error(func.unchanged(), error);
     }
-    match rewrite(&func, &layers) {
+    match rewrite(&func, &layers, krate) {
         Ok((body, moved)) => {
             without_mut(&mut func, &moved);
             func.with_body(body)
@@ -142,23 +160,88 @@ fn without_mut(func: &mut Func, moved: &[Ident]) {
     }
 }
 
-/// A pglock attribute (`#[pglock::advisory(..)]`, `#[::pglock::timeout(..)]`), with its tokens.
-fn pglock_attribute(attr: &Attribute) -> Option<(Which, TokenStream)> {
+/// A pglock attribute (`#[pglock::advisory(..)]`, `#[::pglock::timeout(..)]`, or under a renamed
+/// dependency `#[pglock2::timeout(..)]` when `krate` or the attribute's own `crate = ...` says
+/// `pglock2`), with its tokens.
+fn pglock_attribute(attr: &Attribute, krate: Option<&Path>) -> Option<(Which, TokenStream)> {
     let path = attr.path();
-    let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-    let [krate, name] = names.as_slice() else {
-        return None;
-    };
-    if krate != "pglock" {
-        return None;
-    }
-    let which = Which::from_name(name)?;
+    let which = Which::from_name(&path.segments.last()?.ident.to_string())?;
     let tokens = match &attr.meta {
         Meta::List(list) => list.tokens.clone(),
         Meta::Path(_) => TokenStream::new(),
         Meta::NameValue(value) => value.value.to_token_stream(),
     };
-    Some((which, tokens))
+    // The path without its last segment, as written (`pglock`, `::pglock`, `::my::pglock2`).
+    let mut prefix = path.clone();
+    prefix.segments.pop();
+    prefix.segments.pop_punct();
+    if prefix.segments.is_empty() {
+        return None;
+    }
+    let is_pglock = prefix.segments.len() == 1 && prefix.segments[0].ident == "pglock";
+    let own = take_crate(tokens.clone()).ok().and_then(|(own, _)| own);
+    let named = |krate: &Path| same_path(krate, &prefix);
+    if is_pglock || krate.is_some_and(named) || own.as_ref().is_some_and(named) {
+        Some((which, tokens))
+    } else {
+        None
+    }
+}
+
+/// Two paths name the same thing as written (`pglock2` and `::pglock2` are taken as the same).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let idents =
+        |p: &Path| -> Vec<String> { p.segments.iter().map(|s| s.ident.to_string()).collect() };
+    idents(a) == idents(b)
+}
+
+/// Takes `crate = path` out of an attribute's arguments: the path, and the other arguments as
+/// written. Arguments are split at the commas outside any brackets; only one that starts with
+/// `crate =` is taken (no other argument can start so).
+fn take_crate(args: TokenStream) -> syn::Result<(Option<Path>, TokenStream)> {
+    let tokens: Vec<TokenTree> = args.into_iter().collect();
+    let mut found: Option<Path> = None;
+    let mut rest = TokenStream::new();
+    let mut start = true;
+    let mut i = 0;
+    while i < tokens.len() {
+        let is_crate = start
+            && matches!(&tokens[i], TokenTree::Ident(ident) if ident == "crate")
+            && matches!(tokens.get(i + 1), Some(TokenTree::Punct(eq)) if eq.as_char() == '='
+                && eq.spacing() == Spacing::Alone);
+        if is_crate {
+            let key = tokens[i].clone();
+            let mut end = i + 2;
+            while end < tokens.len()
+                && !matches!(&tokens[end], TokenTree::Punct(comma) if comma.as_char() == ',')
+            {
+                end += 1;
+            }
+            let value: TokenStream = tokens[i + 2..end].iter().cloned().collect();
+            let path = syn::parse2::<Path>(value.clone()).map_err(|_| {
+                syn::Error::new_spanned(
+                    if value.is_empty() {
+                        key.to_token_stream()
+                    } else {
+                        value
+                    },
+                    "`crate = ...` takes the path pglock is reachable at, e.g. `crate = pglock2`",
+                )
+            })?;
+            if found.is_some() {
+                return Err(syn::Error::new_spanned(key, "duplicate `crate` argument"));
+            }
+            found = Some(path);
+            // Skip the comma after it, if any.
+            i = end + 1;
+            start = true;
+            continue;
+        }
+        start = matches!(&tokens[i], TokenTree::Punct(comma) if comma.as_char() == ',');
+        rest.extend(std::iter::once(tokens[i].clone()));
+        i += 1;
+    }
+    Ok((found, rest))
 }
 
 fn check_function(func: &Func, which: Which) -> syn::Result<()> {
@@ -220,13 +303,28 @@ struct Context<'a> {
     bindings: Vec<Binding>,
     /// The return type, to anchor the body's type to (none for types with `impl Trait`).
     anchor: Option<TokenStream>,
+    /// The path to pglock: `::pglock`, or what `crate = ...` says.
+    krate: TokenStream,
+}
+
+impl Context<'_> {
+    /// `<pglock>::__private`, the module the generated code calls into.
+    fn private(&self) -> TokenStream {
+        let krate = &self.krate;
+        quote!(#krate::__private)
+    }
 }
 
 /// The new body: the probes and return-type checks, then the layers around the old body; and the
 /// bindings moved into a scope.
-fn rewrite(func: &Func, layers: &[Layer]) -> syn::Result<(TokenStream, Vec<Ident>)> {
+fn rewrite(
+    func: &Func,
+    layers: &[Layer],
+    krate: TokenStream,
+) -> syn::Result<(TokenStream, Vec<Ident>)> {
     let cx = Context {
         func,
+        krate,
         bindings: handle::bindings(&func.sig),
         anchor: match func.output() {
             Some(ty) if mentions_impl(ty.to_token_stream()) => None,
@@ -234,6 +332,7 @@ fn rewrite(func: &Func, layers: &[Layer]) -> syn::Result<(TokenStream, Vec<Ident
             None => Some(quote!(())),
         },
     };
+    let private = cx.private();
     let mut errors = Errors::default();
     let mut handles = Vec::new();
     let mut probed = Vec::new();
@@ -251,7 +350,7 @@ fn rewrite(func: &Func, layers: &[Layer]) -> syn::Result<(TokenStream, Vec<Ident
         return Err(error);
     }
 
-    let mut prelude: TokenStream = probed.iter().map(handle::probe).collect();
+    let mut prelude: TokenStream = probed.iter().map(|b| handle::probe(b, &private)).collect();
     let (raise, skip) = (hygienic("__pglock_raise"), hygienic("__pglock_skip"));
     let retry = hygienic("__pglock_retry");
     let skips = |layer: &Layer| matches!(layer, Layer::Advisory(args) if args.side_effect == SideEffect::Skip);
@@ -293,6 +392,7 @@ fn rewrite(func: &Func, layers: &[Layer]) -> syn::Result<(TokenStream, Vec<Ident
 /// `let __pglock_raise = ::pglock::__private::raise::<R>();`, spanned at the return type so
 /// that a return type that does not fit is reported there, once.
 fn policy(cx: &Context<'_>, name: &Ident, rule: &str) -> TokenStream {
+    let private = cx.private();
     let span = match cx.func.output() {
         Some(ty) => ty.span(),
         None => cx.func.sig.ident.span(),
@@ -302,8 +402,9 @@ fn policy(cx: &Context<'_>, name: &Ident, rule: &str) -> TokenStream {
         Some(ty) => quote_spanned!(span=> ::<#ty>),
         None => quote!(),
     };
+    let private = respan(&private, span);
     quote_spanned! {span=>
-        let #name = ::pglock::__private::#rule #turbofish ();
+        let #name = #private::#rule #turbofish ();
     }
 }
 
@@ -378,6 +479,7 @@ fn wrap(
     policy: &Ident,
     inner: TokenStream,
 ) -> TokenStream {
+    let private = cx.private();
     let kind = kind(cx, layer);
     let (entered, lent, runner, out) = (
         hygienic("__pglock_entered"),
@@ -386,20 +488,21 @@ fn wrap(
         hygienic("__pglock_out"),
     );
     let (ok, early) = (hygienic("entered"), hygienic("early"));
-    let target = handle.tokens();
+    let target = handle.tokens(&private);
     let check = match layer {
         Layer::Advisory(_) => quote_spanned!(handle.span()=> handle),
         _ => quote_spanned!(handle.span()=> session),
     };
     // The handle is checked where it is written, once; the call after it cannot fail on it.
+    let private_here = respan(&private, handle.span());
     let checked = quote_spanned! {handle.span()=>
         {
             #[allow(unused_imports)]
-            use ::pglock::__private::Unchecked as _;
-            ::pglock::__private::Check(#target).#check()
+            use #private_here::Unchecked as _;
+            #private_here::Check(#target).#check()
         }
     };
-    let enter = quote!(::pglock::__private::enter(#policy, #kind, #checked));
+    let enter = quote!(#private::enter(#policy, #kind, #checked));
     let (split, rebind) = match handle {
         Handle::Binding(binding) => {
             let (name, mutability) = (&binding.name, binding.mutable.then(|| quote!(mut)));
@@ -413,7 +516,7 @@ fn wrap(
     let anchor = cx
         .anchor
         .as_ref()
-        .map(|ty| quote!(: ::pglock::__private::Outcome<#ty>));
+        .map(|ty| quote!(: #private::Outcome<#ty>));
     quote! {
         let mut #entered = match #enter.await {
             ::core::result::Result::Ok(#ok) => #ok,
@@ -430,12 +533,13 @@ fn wrap(
 
 /// The scope a layer enters: the runtime builder it configures.
 fn kind(cx: &Context<'_>, layer: &Layer) -> TokenStream {
+    let private = cx.private();
     match layer {
         Layer::Advisory(args) => advisory(cx, args),
         Layer::Timeout(args) => {
             let limit = limit_option(args.limit);
             let constructor = Ident::new(args.setting.constructor(), Span::call_site());
-            quote!(::pglock::__private::#constructor(#limit))
+            quote!(#private::#constructor(#limit))
         }
         Layer::Prioritize(args) => prioritize(cx, args),
         Layer::RetryLocks(_) => unreachable!("retries are a loop, not a scope"),
@@ -453,6 +557,7 @@ fn retry_loop(
     policy: &Ident,
     inner: TokenStream,
 ) -> (TokenStream, Vec<Ident>) {
+    let private = cx.private();
     let (retrying, attempt, lent, out) = (
         hygienic("__pglock_retrying"),
         hygienic("__pglock_attempt"),
@@ -460,12 +565,13 @@ fn retry_loop(
         hygienic("__pglock_out"),
     );
     let (ok, early, done) = (hygienic("attempt"), hygienic("early"), hygienic("done"));
-    let target = handle.tokens();
+    let target = handle.tokens(&private);
+    let private_here = respan(&private, handle.span());
     let checked = quote_spanned! {handle.span()=>
         {
             #[allow(unused_imports)]
-            use ::pglock::__private::Unchecked as _;
-            ::pglock::__private::Check(#target).attempts()
+            use #private_here::Unchecked as _;
+            #private_here::Check(#target).attempts()
         }
     };
     let settings = retry_settings(cx, args);
@@ -494,22 +600,20 @@ fn retry_loop(
         .map(|binding| {
             let name = &binding.name;
             let mutability = binding.mutable.then(|| quote!(mut));
+            let private = respan(&private, name.span());
             quote_spanned! {name.span()=>
                 #[allow(unused_variables, unused_mut)]
                 let #mutability #name = {
                     #[allow(unused_imports)]
-                    use ::pglock::__private::AgainCopy as _;
-                    ::pglock::__private::Again(&mut #name).again()
+                    use #private::AgainCopy as _;
+                    #private::Again(&mut #name).again()
                 };
             }
         })
         .collect();
-    let anchor = cx
-        .anchor
-        .as_ref()
-        .map(|ty| quote!(: ::pglock::__private::Caught<#ty>));
+    let anchor = cx.anchor.as_ref().map(|ty| quote!(: #private::Caught<#ty>));
     let tokens = quote! {
-        let mut #retrying = ::pglock::__private::retry(#policy, #settings, #checked);
+        let mut #retrying = #private::retry(#policy, #settings, #checked);
         #outer
         loop {
             let mut #attempt = match #retrying.next().await {
@@ -517,7 +621,7 @@ fn retry_loop(
                 ::core::result::Result::Err(#early) => return #early,
             };
             let #lent = #attempt.lend();
-            let #out #anchor = ::pglock::__private::catch_panic(async {
+            let #out #anchor = #private::catch_panic(async {
                 #rebind
                 #again
                 #inner
@@ -534,11 +638,12 @@ fn retry_loop(
 
 /// `Ok(retry_locks()...)`, or with a final prioritize, its watcher pool checked at run time.
 fn retry_settings(cx: &Context<'_>, args: &RetryArgs) -> TokenStream {
-    let mut settings = quote!(::pglock::__private::retry_locks());
+    let private = cx.private();
+    let mut settings = quote!(#private::retry_locks());
     if let Some(steps) = &args.schedule {
         let steps = steps.iter().map(|(timeout, pause)| {
             let (timeout, pause) = (duration(*timeout), duration(*pause));
-            quote!(::pglock::__private::Step::new(#timeout, #pause))
+            quote!(#private::Step::new(#timeout, #pause))
         });
         settings.extend(quote!(.schedule([#(#steps),*])));
     }
@@ -552,11 +657,11 @@ fn retry_settings(cx: &Context<'_>, args: &RetryArgs) -> TokenStream {
     match args.finally {
         Finally::Fail => quote!(::core::result::Result::Ok(#settings)),
         Finally::Wait => quote! {
-            ::core::result::Result::Ok(#settings.finally(::pglock::__private::Finally::Wait))
+            ::core::result::Result::Ok(#settings.finally(#private::Finally::Wait))
         },
         Finally::Prioritize => {
             let watcher = watcher_pool(cx, args.watcher.as_ref());
-            quote!(::pglock::__private::finally_prioritize(#settings, #watcher))
+            quote!(#private::finally_prioritize(#settings, #watcher))
         }
     }
 }
@@ -564,6 +669,7 @@ fn retry_settings(cx: &Context<'_>, args: &RetryArgs) -> TokenStream {
 /// The pool a watcher connects with: `watcher = ...`, else the one pool argument, else the
 /// default pool.
 fn watcher_pool(cx: &Context<'_>, named: Option<&syn::Expr>) -> TokenStream {
+    let private = cx.private();
     match named {
         Some(expr) => {
             let span = expr.span();
@@ -574,7 +680,7 @@ fn watcher_pool(cx: &Context<'_>, named: Option<&syn::Expr>) -> TokenStream {
                 let name = &pool.name;
                 quote!(&#name)
             }
-            _ => quote!(&::pglock::__private::default_pool()),
+            _ => quote!(&#private::default_pool()),
         },
     }
 }
@@ -582,10 +688,11 @@ fn watcher_pool(cx: &Context<'_>, named: Option<&syn::Expr>) -> TokenStream {
 /// `advisory(id).function(path)...`: the id as written (taken by reference, so that arguments it
 /// names stay usable), else the function's path; methods name their type too.
 fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
+    let private = cx.private();
     let name = cx.func.sig.ident.to_string();
     let path = if cx.func.has_receiver() {
         quote! {
-            ::pglock::__private::method_id(
+            #private::method_id(
                 ::core::module_path!(),
                 ::core::any::type_name::<Self>(),
                 #name,
@@ -597,12 +704,13 @@ fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
     let id = match &args.id {
         Some(id) => {
             let span = id.span();
-            quote_spanned!(span=> ::pglock::__private::lock_id(&(#id)))
+            let private = respan(&private, span);
+            quote_spanned!(span=> #private::lock_id(&(#id)))
         }
         None => path.clone(),
     };
     // The function's path goes into the context comment of the statements that wait.
-    let mut lock = quote!(::pglock::__private::advisory(#id).function(#path));
+    let mut lock = quote!(#private::advisory(#id).function(#path));
     if args.shared {
         lock.extend(quote!(.shared()));
     }
@@ -621,10 +729,10 @@ fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
         lock.extend(quote!(.heartbeat(#heartbeat)));
     }
     match args.timeout {
-        Some(Limit::NoLimit) => lock.extend(quote!(.wait(::pglock::__private::Wait::Forever))),
+        Some(Limit::NoLimit) => lock.extend(quote!(.wait(#private::Wait::Forever))),
         Some(Limit::At(dur)) => {
             let dur = duration(dur);
-            lock.extend(quote!(.wait(::pglock::__private::Wait::at_most(#dur))));
+            lock.extend(quote!(.wait(#private::Wait::at_most(#dur))));
         }
         None => {}
     }
@@ -634,7 +742,8 @@ fn advisory(cx: &Context<'_>, args: &AdvisoryArgs) -> TokenStream {
 /// `prioritize()...` with its watcher pool: `watcher = ...`, else the one pool argument, else
 /// the default pool.
 fn prioritize(cx: &Context<'_>, args: &PrioritizeArgs) -> TokenStream {
-    let mut settings = quote!(::pglock::__private::prioritize());
+    let private = cx.private();
+    let mut settings = quote!(#private::prioritize());
     if let Some(interval) = args.interval {
         let interval = duration(interval);
         settings.extend(quote!(.interval(#interval)));
@@ -643,7 +752,7 @@ fn prioritize(cx: &Context<'_>, args: &PrioritizeArgs) -> TokenStream {
         settings.extend(quote!(.periodic(#periodic)));
     }
     if args.signal == Some(Signal::Cancel) {
-        settings.extend(quote!(.signal(::pglock::__private::Signal::Cancel)));
+        settings.extend(quote!(.signal(#private::Signal::Cancel)));
     }
     if let Some(age) = args.older_than {
         let age = duration(age);
@@ -668,7 +777,19 @@ fn prioritize(cx: &Context<'_>, args: &PrioritizeArgs) -> TokenStream {
         settings.extend(quote_spanned!(span=> .report(&(#report))));
     }
     let watcher = watcher_pool(cx, args.watcher.as_ref());
-    quote!(::pglock::__private::watcher(#settings, #watcher))
+    quote!(#private::watcher(#settings, #watcher))
+}
+
+/// `tokens` (a path) with every token at `span`, as if written inside `quote_spanned!(span=> ..)`.
+pub fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 fn mentions_impl(tokens: TokenStream) -> bool {
@@ -681,7 +802,7 @@ fn mentions_impl(tokens: TokenStream) -> bool {
 
 fn duration(dur: Dur) -> TokenStream {
     let Dur { secs, nanos } = dur;
-    quote!(::pglock::__private::duration(#secs, #nanos))
+    quote!(::core::time::Duration::new(#secs, #nanos))
 }
 
 fn limit_option(limit: Limit) -> TokenStream {
@@ -691,5 +812,57 @@ fn limit_option(limit: Limit) -> TokenStream {
             let dur = duration(dur);
             quote!(::core::option::Option::Some(#dur))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(args: TokenStream) -> (Option<String>, String) {
+        let (krate, rest) = take_crate(args).expect("parses");
+        (
+            krate.map(|path| path.to_token_stream().to_string()),
+            rest.to_string(),
+        )
+    }
+
+    #[test]
+    fn crate_is_taken_out_wherever_it_stands() {
+        let (krate, rest) = taken(quote!("k", crate = pglock2, timeout = "1s"));
+        assert_eq!(krate.as_deref(), Some("pglock2"));
+        assert_eq!(rest, quote!("k", timeout = "1s").to_string());
+
+        // First: the lock id is the first argument again.
+        let (krate, rest) = taken(quote!(crate = ::my::pglock, "k"));
+        assert_eq!(krate.as_deref(), Some(":: my :: pglock"));
+        assert_eq!(rest, quote!("k").to_string());
+
+        // Last, and alone.
+        assert_eq!(taken(quote!(crate = p)).1, "");
+        assert_eq!(taken(quote!(xact, crate = p,)).1, quote!(xact,).to_string());
+        // Not a `crate =` argument: left alone.
+        assert_eq!(taken(quote!(id = f(a, b))).0, None);
+    }
+
+    #[test]
+    fn a_bad_or_repeated_crate_is_an_error() {
+        assert!(take_crate(quote!(crate = "pglock2")).is_err());
+        assert!(take_crate(quote!(crate = )).is_err());
+        assert!(take_crate(quote!(crate = a, crate = b)).is_err());
+    }
+
+    #[test]
+    fn stacked_attributes_are_recognised_under_the_renamed_path() {
+        let attr = |tokens: TokenStream| -> Attribute { syn::parse_quote!(#tokens) };
+        let renamed: Path = syn::parse_quote!(pglock2);
+        let timeout = attr(quote!(#[pglock2::timeout(lock = "1s")]));
+        assert!(pglock_attribute(&timeout, Some(&renamed)).is_some());
+        assert!(pglock_attribute(&timeout, None).is_none());
+        let own = attr(quote!(#[pglock2::timeout(lock = "1s", crate = pglock2)]));
+        assert!(pglock_attribute(&own, None).is_some());
+        assert!(pglock_attribute(&attr(quote!(#[pglock::advisory])), None).is_some());
+        assert!(pglock_attribute(&attr(quote!(#[tokio::timeout])), Some(&renamed)).is_none());
+        assert!(pglock_attribute(&attr(quote!(#[timeout])), None).is_none());
     }
 }

@@ -45,11 +45,11 @@ pub enum Handle {
 
 impl Handle {
     /// The tokens that evaluate to the handle.
-    pub fn tokens(&self) -> TokenStream {
+    pub fn tokens(&self, private: &TokenStream) -> TokenStream {
         match self {
             Handle::Binding(binding) => binding.name.to_token_stream(),
             Handle::Expr(tokens) => tokens.clone(),
-            Handle::Default => quote!(::pglock::__private::default_pool()),
+            Handle::Default => quote!(#private::default_pool()),
         }
     }
 
@@ -243,13 +243,14 @@ pub fn unread<'a>(all: &'a [Binding], chosen: Option<&Ident>) -> Vec<&'a Binding
 }
 
 /// A compile-time probe of `binding`: an error at it if its type is a database handle.
-pub fn probe(binding: &Binding) -> TokenStream {
+pub fn probe(binding: &Binding, private: &TokenStream) -> TokenStream {
     let name = &binding.name;
+    let private = crate::expand::respan(private, name.span());
     quote_spanned! {name.span()=>
         {
             #[allow(unused_imports)]
-            use ::pglock::__private::NotAHandle as _;
-            ::pglock::__private::probe(&#name).check();
+            use #private::NotAHandle as _;
+            #private::probe(&#name).check();
         }
     }
 }
@@ -292,18 +293,22 @@ mod tests {
         let all = bindings(&s);
         let handle = |expr: TokenStream| named(&s, &all, &syn::parse2(expr).unwrap());
         assert!(matches!(handle(quote!(pool)), Ok(Handle::Binding(b)) if b.name == "pool"));
-        let place = handle(quote!(self.pool)).ok().unwrap().tokens().to_string();
+        let place = handle(quote!(self.pool))
+            .ok()
+            .unwrap()
+            .tokens(&quote!(::pglock::__private))
+            .to_string();
         assert_eq!(place, "& (self . pool)");
         let reference = handle(quote!(&self.state.db))
             .ok()
             .unwrap()
-            .tokens()
+            .tokens(&quote!(::pglock::__private))
             .to_string();
         assert_eq!(reference, "& self . state . db");
         let call = handle(quote!(state.pool()))
             .ok()
             .unwrap()
-            .tokens()
+            .tokens(&quote!(::pglock::__private))
             .to_string();
         assert_eq!(call, "state . pool ()");
         let missing = handle(quote!(nope)).err().unwrap().to_string();

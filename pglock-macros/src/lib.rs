@@ -1,11 +1,14 @@
 //! Attribute macros for [`pglock`](https://docs.rs/pglock): `#[pglock::advisory]`,
-//! `#[pglock::timeout]`, `#[pglock::prioritize]` and
-//! `#[pglock::retry_locks]`.
+//! `#[pglock::timeout]`, `#[pglock::prioritize]` and `#[pglock::retry_locks]`.
 //!
-//! Use them through the `pglock` crate, which re-exports them and documents them. Each entry point
-//! here hands its tokens to [`expand`], which parses the function ([`item`]) and the arguments of
-//! every pglock attribute on it ([`args`]), finds each scope's database handle ([`handle`]), and
-//! wraps the body in one layer per attribute, top attribute outermost.
+//! Do not depend on this crate directly: use the attributes through the `pglock` crate, which
+//! re-exports them and documents them, and whose version this crate's always matches. With
+//! `pglock` renamed in your `Cargo.toml`, give each attribute `crate = <the new name>`.
+//!
+//! (How it works: each entry point hands its tokens to the `expand` module, which parses the
+//! function (`item`) and the arguments of every pglock attribute on it (`args`), finds each
+//! scope's database handle (`handle`), and wraps the body in one layer per attribute, top
+//! attribute outermost.)
 
 mod args;
 mod duration;

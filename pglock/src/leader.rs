@@ -92,6 +92,16 @@ impl Leader {
     /// How often the leader checks its session (default 1 s). Each check is a `SELECT 1` that
     /// must be answered within one interval; it also keeps the session from looking idle to
     /// `idle_session_timeout` and reapers.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let leadership = pglock::leader("outbox-relay")
+    ///     .heartbeat(Duration::from_millis(500))
+    ///     .run(pool, || async { /* relay */ });
+    /// leadership.step_down().await;
+    /// # Ok(()) }
+    /// ```
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat = interval.max(crate::MIN_HEARTBEAT);
         self
@@ -100,6 +110,16 @@ impl Leader {
     /// How long a new leader waits before starting its task when the previous leader did not
     /// hand over cleanly. Default: twice the heartbeat plus 100 ms, the longest the previous
     /// leader's task can outlive its session if it used the same heartbeat.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let leadership = pglock::leader("outbox-relay")
+    ///     .grace(Duration::from_secs(2))
+    ///     .run(pool, || async { /* relay */ });
+    /// leadership.step_down().await;
+    /// # Ok(()) }
+    /// ```
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = Some(grace);
         self
@@ -121,6 +141,17 @@ impl Leader {
     ///
     /// # Panics
     /// Outside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let leadership = pglock::leader("outbox-relay").run(pool, || async {
+    ///     // Runs while this replica leads; dropped when it stops leading.
+    ///     std::future::pending::<()>().await
+    /// });
+    /// // ... on shutdown:
+    /// leadership.step_down().await;
+    /// # Ok(()) }
+    /// ```
     pub fn run<F, Fut>(self, pool: &PgPool, task: F) -> Leadership
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -200,16 +231,40 @@ impl Waiting {
 
 impl Leadership {
     /// Whether this process leads now (its task runs).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let leadership = pglock::leader("outbox-relay").run(pool, || async {});
+    /// println!("leading: {}", leadership.is_leader());
+    /// # Ok(()) }
+    /// ```
     pub fn is_leader(&self) -> bool {
         matches!(*self.status.borrow(), Status::Leading { .. })
     }
 
     /// Where the campaign stands now.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let leadership = pglock::leader("outbox-relay").run(pool, || async {});
+    /// println!("{:?}", leadership.status());
+    /// # Ok(()) }
+    /// ```
     pub fn status(&self) -> Status {
         *self.status.borrow()
     }
 
     /// A receiver that sees every change of [`Status`] (`changed().await`).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let leadership = pglock::leader("outbox-relay").run(pool, || async {});
+    /// let mut status = leadership.watch();
+    /// while status.changed().await.is_ok() {
+    ///     println!("now {:?}", *status.borrow());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn watch(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }
@@ -217,6 +272,13 @@ impl Leadership {
     /// Step down at once and cleanly, and stop campaigning: the task is dropped, the other
     /// candidates are told, and the lock is released, so the next leader starts without a
     /// grace period. Returns once all that is done.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let leadership = pglock::leader("outbox-relay").run(pool, || async {});
+    /// leadership.step_down().await; // releases the lock at once, for another replica to lead
+    /// # Ok(()) }
+    /// ```
     pub async fn step_down(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

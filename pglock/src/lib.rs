@@ -166,6 +166,12 @@
 //! pglock owns that connection and closes it, which ends the server session at once. Borrowed
 //! connections cannot be closed or sent a statement from a destructor through sqlx's API; what
 //! that means for each handle is spelled out on [`Advisory::acquire`].
+//!
+//! # Installing, and Cargo features
+//! `cargo add pglock`, with your own `sqlx` 0.9 built with `postgres`, `runtime-tokio` and the
+//! TLS feature your servers need (pglock enables no TLS: that choice is yours). pglock has no
+//! Cargo features of its own today; it enables only sqlx's `postgres` and `runtime-tokio`, and
+//! tokio's `rt`, `time` and `sync`. Rust 1.94 or newer (sqlx 0.9's minimum).
 
 #![warn(missing_docs)]
 

@@ -87,30 +87,97 @@ impl Prioritize {
 
     /// How often to look for blockers, the first time one interval after the scope starts.
     /// Default 1 s, at least [`Prioritize::MIN_INTERVAL`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .interval(Duration::from_millis(100))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
     /// Whether to keep looking every interval (the default) or only once, one interval in.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .periodic(false)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn periodic(mut self, periodic: bool) -> Self {
         self.periodic = periodic;
         self
     }
 
     /// How to end a blocker: [`Signal::Terminate`] (the default) or [`Signal::Cancel`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .signal(pglock::Signal::Cancel)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn signal(mut self, signal: Signal) -> Self {
         self.signal = signal;
         self
     }
 
     /// Cancel blockers' statements instead of terminating their sessions.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .cancel()
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn cancel(self) -> Self {
         self.signal(Signal::Cancel)
     }
 
     /// Only end blockers whose transaction (or, outside one, current statement) started at least
     /// `age` ago; younger ones are left alone.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .older_than(Duration::from_secs(10))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn older_than(mut self, age: Duration) -> Self {
         self.older_than = Some(age);
         self
@@ -119,6 +186,20 @@ impl Prioritize {
     /// Also run the scope under a lock timeout (see [`timeout`](fn@crate::timeout)): the protected
     /// code never waits longer than this for any one lock. Make it longer than the interval, or
     /// the code gives up before the blockers are ended.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .timeout(Duration::from_secs(30))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
         self.timeout = Some(crate::timeout(limit));
         self
@@ -128,6 +209,19 @@ impl Prioritize {
     /// `pglock`, and to a [`report`](Prioritize::report)) the sessions it would have signalled
     /// and how, without signalling any. With [`cancel_first`](Prioritize::cancel_first), a
     /// blocker still there after the grace period is reported as one it would have terminated.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
         self
@@ -136,6 +230,20 @@ impl Prioritize {
     /// Cancel a blocker's statement first, and terminate its session only if it still blocks
     /// `grace` after the cancel (a session idle in a transaction is not freed by a cancel; a
     /// long query usually is, and its session survives).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .cancel_first(Duration::from_secs(2))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn cancel_first(mut self, grace: Duration) -> Self {
         self.cancel_first = Some(grace);
         self
@@ -144,6 +252,19 @@ impl Prioritize {
     /// Signal only the blockers that are not waiting for a lock themselves (the roots of the
     /// queue). A session that waits is usually another migration or the application's own
     /// queue behind the real culprit; it goes on once the root is gone.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .roots_only(true)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn roots_only(mut self, roots_only: bool) -> Self {
         self.roots_only = roots_only;
         self
@@ -184,6 +305,19 @@ impl Prioritize {
     /// connection of its own for the scope's duration (named `pglock prioritize` in
     /// `pg_stat_activity`), outside the pool's count, so a full pool cannot starve it, and
     /// closes it when the scope ends.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .watcher(pool)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn watcher(mut self, pool: &PgPool) -> Self {
         self.watcher = Some(pool.clone());
         self
@@ -207,6 +341,18 @@ impl Prioritize {
     /// Dropping this future stops the background task (it is aborted) and closes its connection.
     /// What it leaves on `db`'s session is what `body` (and, with [`timeout`](Prioritize::timeout),
     /// a lock timeout scope) leaves: see [`LockTimeout::scope`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn scope<'c, T, E>(
         self,
         db: impl Session<'c>,
@@ -356,16 +502,66 @@ pub struct PrioritizeReport(Arc<Mutex<Vec<Signalled>>>);
 
 impl PrioritizeReport {
     /// An empty report.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// println!("would have signalled {:?}", report.pids());
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Every signal, in the order they were sent (or would have been).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// for signal in report.signals() {
+    ///     println!("{signal:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn signals(&self) -> Vec<Signalled> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The pids signalled (or that would have been), each once, in ascending order.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let report = pglock::PrioritizeReport::new();
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::prioritize()
+    ///     .dry_run(true)
+    ///     .report(&report)
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// println!("would have signalled {:?}", report.pids());
+    /// # Ok(()) }
+    /// ```
     pub fn pids(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = self.signals().iter().map(|s| s.pid).collect();
         pids.sort_unstable();
@@ -435,6 +631,22 @@ const SIGNAL_BLOCKERS: &str = "
                ELSE pg_cancel_backend(pid) END
     ORDER BY pid";
 
+/// `work`'s output, or `None` if `stopped` resolves first (it is polled first). A two-way
+/// `select!` by hand, so that the library needs no tokio `macros` feature.
+async fn unless_stopped<F: Future>(
+    work: F,
+    stopped: &mut oneshot::Receiver<()>,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if std::pin::Pin::new(&mut *stopped).poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        work.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
 async fn watch(
     settings: Prioritize,
     pool: PgPool,
@@ -453,10 +665,10 @@ async fn watch(
         .as_ref()
         .clone()
         .application_name("pglock prioritize");
-    let mut conn = tokio::select! {
-        conn = options.connect() => conn?,
-        _ = &mut stopped => return Ok(()),
+    let Some(conn) = unless_stopped(options.connect(), &mut stopped).await else {
+        return Ok(());
     };
+    let mut conn = conn?;
     let older_than = settings.older_than.map(|age| age.as_secs_f64());
     let terminate_all = settings.signal == Signal::Terminate && settings.cancel_first.is_none();
     let dry_run = settings.dry_run;
@@ -476,18 +688,16 @@ async fn watch(
     // Warm the new session up inside the first interval: the first run of the statement
     // prepares it and loads the catalogs it reads, which took longer than the check itself.
     // Blockers of pid 0 (no backend) are none, so this signals nobody.
-    tokio::select! {
-        warmed = signal_blockers_of(0, &[]) => { warmed?; }
-        _ = &mut stopped => return Ok(()),
-    }
+    match unless_stopped(signal_blockers_of(0, &[]), &mut stopped).await {
+        Some(warmed) => warmed?,
+        None => return Ok(()),
+    };
     // With `cancel_first`: when each blocker was (or in a dry run would have been) cancelled.
     let mut cancelled: HashMap<i32, tokio::time::Instant> = HashMap::new();
     loop {
         // Told to stop (the sender is dropped) between checks only: a check runs to its end.
-        tokio::select! {
-            biased;
-            _ = &mut stopped => return Ok(()),
-            _ = ticks.tick() => {}
+        if unless_stopped(ticks.tick(), &mut stopped).await.is_none() {
+            return Ok(());
         }
         let now = tokio::time::Instant::now();
         let overdue: Vec<i32> = match settings.cancel_first {

@@ -165,6 +165,23 @@ impl RetryLocks {
     /// The attempts to make, in order, instead of the [`DEFAULT_SCHEDULE`]. An empty schedule
     /// goes straight to the [`Finally`] step (with [`Finally::Fail`], nothing runs and the scope
     /// fails with [`Error::InvalidArgument`]).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let steps = [
+    ///     pglock::Step::new(Duration::from_millis(100), Duration::from_millis(50)),
+    ///     pglock::Step::new(Duration::from_secs(1), Duration::from_secs(5)),
+    /// ];
+    /// pglock::retry_locks()
+    ///     .schedule(steps)
+    ///     .scope(pool, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn schedule(mut self, steps: impl IntoIterator<Item = Step>) -> Self {
         self.steps = steps.into_iter().collect();
         self
@@ -174,6 +191,19 @@ impl RetryLocks {
     /// after the scope began (an attempt's `lock_timeout` is cut to what is left). Once it has
     /// passed, the scope returns the last attempt's lock timeout error, whatever
     /// [`Finally`] says.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// pglock::retry_locks()
+    ///     .deadline(Duration::from_secs(60))
+    ///     .scope(pool, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -181,6 +211,18 @@ impl RetryLocks {
 
     /// What to do once every step timed out: [`Finally::Fail`] (the default),
     /// [`Finally::Wait`] or [`Finally::Prioritize`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// pglock::retry_locks()
+    ///     .finally(pglock::Finally::Wait)
+    ///     .scope(pool, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn finally(mut self, finally: Finally) -> Self {
         self.finally = finally;
         self
@@ -188,6 +230,18 @@ impl RetryLocks {
 
     /// Whether to vary each pause randomly by up to a quarter either way (the default), so that
     /// several migrators retrying against the same blocker do not retry in lockstep.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// pglock::retry_locks()
+    ///     .jitter(false)
+    ///     .scope(pool, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn jitter(mut self, jitter: bool) -> Self {
         self.jitter = jitter;
         self
@@ -220,6 +274,18 @@ impl RetryLocks {
     /// than keep the application queued behind it. On a borrowed connection, the attempt's
     /// transaction is dropped, and sqlx rolls it back on the connection's next use; a statement
     /// still waiting on the server waits at most the attempt's (short) `lock_timeout`.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// // Each attempt runs in its own transaction, under a short lock_timeout.
+    /// pglock::retry_locks()
+    ///     .scope(pool, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn scope<'c, T, E>(
         self,
         db: impl Db<'c>,

@@ -130,6 +130,19 @@ pub fn statement_timeout(limit: impl Into<Option<Duration>>) -> StatementTimeout
 /// An `idle_in_transaction_session_timeout` for a scope: a session left idle inside a
 /// transaction for longer is ended by the server, which releases every lock the transaction
 /// holds. `None` sets no limit. See [`Timeout::scope`].
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+/// let mut conn = pool.acquire().await?;
+/// pglock::idle_in_transaction_session_timeout(Duration::from_secs(30))
+///     .scope(&mut conn, async |conn| {
+///         sqlx::query("SELECT 1").execute(&mut *conn).await?;
+///         Ok::<_, pglock::Error>(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
 pub fn idle_in_transaction_session_timeout(
     limit: impl Into<Option<Duration>>,
 ) -> IdleInTransactionTimeout {
@@ -139,6 +152,20 @@ pub fn idle_in_transaction_session_timeout(
 /// A `transaction_timeout` for a scope (Postgres 17 and later): a transaction (or a statement
 /// outside one) that lasts longer ends the session. `None` sets no limit. On Postgres 16 and
 /// older the scope fails with [`Error::Unsupported`]. See [`Timeout::scope`].
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+/// // Postgres 17 and newer.
+/// let mut conn = pool.acquire().await?;
+/// pglock::transaction_timeout(Duration::from_secs(60))
+///     .scope(&mut conn, async |conn| {
+///         sqlx::query("SELECT 1").execute(&mut *conn).await?;
+///         Ok::<_, pglock::Error>(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
 pub fn transaction_timeout(limit: impl Into<Option<Duration>>) -> TransactionTimeout {
     Timeout::new(limit)
 }
@@ -184,11 +211,25 @@ impl<S: Setting> Timeout<S> {
     }
 
     /// The limit, or `None` for no limit.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::statement_timeout(Duration::from_secs(5)).limit(), Some(Duration::from_secs(5)));
+    /// assert_eq!(pglock::statement_timeout(None).limit(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn limit(&self) -> Option<Duration> {
         self.limit
     }
 
     /// The name of the Postgres setting this sets.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::statement_timeout(None).name(), "statement_timeout");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &'static str {
         S::NAME
     }
@@ -220,6 +261,19 @@ impl<S: Setting> Timeout<S> {
     /// is harmless: the transaction's end undoes the setting. Outside one, a
     /// `&mut PoolConnection` is marked to be closed instead of returned to its pool, so no other
     /// user gets the changed setting; a `&mut PgConnection` keeps it (a warning is logged).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut conn = pool.acquire().await?;
+    /// pglock::timeout(Duration::from_secs(5))
+    ///     .scope(&mut conn, async |conn| {
+    ///         sqlx::query("ALTER TABLE orders ADD COLUMN note text").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn scope<'c, T, E>(
         self,
         db: impl Session<'c>,

@@ -124,16 +124,42 @@ impl<'c> AdvisoryGuard<'c> {
     }
 
     /// The id of the lock held.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let guard = pglock::advisory("reindex").acquire(pool).await?;
+    /// println!("holding {:?}", guard.id());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> &LockId {
         &self.id
     }
 
     /// Whether the lock held is shared.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let guard = pglock::advisory("catalog").shared().acquire(pool).await?;
+    /// assert!(guard.is_shared());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn is_shared(&self) -> bool {
         self.mode.shared
     }
 
     /// Whether the lock held is transaction-level (released when the transaction ends).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// let guard = pglock::advisory("invoice-42").xact().acquire(&mut *tx).await?;
+    /// assert!(guard.is_xact());
+    /// drop(guard);
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn is_xact(&self) -> bool {
         self.mode.xact
     }
@@ -216,6 +242,14 @@ impl<'c> AdvisoryGuard<'c> {
     /// # Cancel safety
     /// If this future is dropped before it completes, the guard's drop runs as if `release` had
     /// not been called (see the type's docs); the unlock statement, if already sent, still runs.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let guard = pglock::advisory("reindex").acquire(pool).await?;
+    /// // ... the work ...
+    /// guard.release().await?; // errors (a lost session, say) are reported here, not swallowed
+    /// # Ok(()) }
+    /// ```
     pub async fn release(mut self) -> Result<(), Error> {
         let released = self.unlock().await;
         if let Some(holding) = self.holding.take() {

@@ -90,6 +90,16 @@ impl Advisory {
     ///
     /// # Cancel safety
     /// As [`scope`](Advisory::scope).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let sent = pglock::advisory("nightly-digest")
+    ///     .nowait()
+    ///     .try_run(pool, async { /* send it */ Ok::<_, pglock::Error>(()) })
+    ///     .await?;
+    /// println!("{}", if sent.is_some() { "sent" } else { "skipped" });
+    /// # Ok(()) }
+    /// ```
     pub async fn try_run<'c, T, E>(
         self,
         db: impl Db<'c>,
@@ -218,11 +228,37 @@ pub struct LossSignal(tokio::sync::watch::Receiver<bool>);
 
 impl LossSignal {
     /// Whether the heartbeat has found the lock's session gone.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// # async fn relay_batch() -> Result<bool, pglock::Error> { Ok(false) }
+    /// pglock::advisory("outbox-relay")
+    ///     .run_notified(pool, |lost| async move {
+    ///         while !lost.is_lost() && relay_batch().await? {}
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn is_lost(&self) -> bool {
         *self.0.borrow()
     }
 
     /// Wait until the heartbeat finds the lock's session gone (forever, if it never does).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// # async fn relay_forever() -> Result<(), pglock::Error> { Ok(()) }
+    /// pglock::advisory("outbox-relay")
+    ///     .run_notified(pool, |mut lost| async move {
+    ///         tokio::select! {
+    ///             result = relay_forever() => result,
+    ///             () = lost.lost() => Ok(()), // stop: another replica may take over now
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn lost(&mut self) {
         if self.0.wait_for(|lost| *lost).await.is_err() {
             std::future::pending::<()>().await;

@@ -163,6 +163,14 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
 
 impl Advisory {
     /// Take a shared lock: shared holders do not exclude each other, only exclusive ones.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let guard = pglock::advisory("catalog-read").shared().acquire(pool).await?;
+    /// assert!(guard.is_shared());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn shared(mut self) -> Self {
         self.mode.shared = true;
         self
@@ -175,6 +183,15 @@ impl Advisory {
     /// [`scope`](Advisory::scope) on a pool, which opens the transaction, commits it when the
     /// closure returns `Ok` and rolls it back otherwise. Transaction-level locks are the ones
     /// that work through PgBouncer's transaction pooling.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// pglock::advisory("invoice-42").xact().acquire(&mut *tx).await?;
+    /// // ... the work; the lock ends with the transaction.
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn xact(mut self) -> Self {
         self.mode.xact = true;
         self
@@ -184,23 +201,59 @@ impl Advisory {
     /// and do not wait, as django-pglock's `timeout=0` does. The limit is enforced by the server
     /// (`lock_timeout`, for the acquiring statement only), in whole milliseconds, and is checked
     /// against Postgres' maximum (about 24.8 days) when the lock is taken.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// match pglock::advisory("reindex").timeout(Duration::from_secs(2)).acquire(pool).await {
+    ///     Ok(guard) => guard.release().await?,
+    ///     Err(pglock::Error::LockTimeout { .. }) => println!("busy, try later"),
+    ///     Err(error) => return Err(error),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(self, limit: Duration) -> Self {
         self.wait(Wait::at_most(limit))
     }
 
     /// Try once and do not wait (`pg_try_advisory_*`): the same as `timeout(Duration::ZERO)`.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// if let Some(guard) = pglock::advisory("cleanup").nowait().try_acquire(pool).await? {
+    ///     guard.release().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn nowait(self) -> Self {
         self.wait(Wait::NoWait)
     }
 
     /// Wait as long as it takes, even if the server or role sets a `lock_timeout`
     /// (django-pglock's `timeout=None`).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let guard = pglock::advisory("schema").wait_forever().acquire(pool).await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn wait_forever(self) -> Self {
         self.wait(Wait::Forever)
     }
 
     /// Set how long to wait: a [`Wait`], a [`Duration`] (see [`timeout`](Advisory::timeout)),
     /// or an `Option<Duration>` whose `None` waits forever.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// // `None` waits forever, `Some(limit)` at most `limit`.
+    /// let limit: Option<Duration> = Some(Duration::from_millis(500));
+    /// let guard = pglock::advisory("report").wait(limit).acquire(pool).await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn wait(mut self, wait: impl Into<Wait>) -> Self {
         self.wait = wait.into();
         self
@@ -215,6 +268,16 @@ impl Advisory {
     /// timed waits inside your transaction. Waits on a borrowed connection and `NoWait`
     /// attempts are prepared statements with a fixed text (a comment naming each lock would
     /// prepare a statement per lock, costing a round trip), so they carry none.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let guard = pglock::advisory("sync")
+    ///     .function("billing::sync_invoices")
+    ///     .acquire(pool)
+    ///     .await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn function(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.function = Some(name.into());
         self
@@ -296,31 +359,69 @@ impl Advisory {
     }
 
     /// The heartbeat interval, if any (see [`heartbeat`](Advisory::heartbeat)).
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::advisory("job").heartbeat_interval(), Some(pglock::DEFAULT_HEARTBEAT));
+    /// assert_eq!(pglock::advisory("job").heartbeat(None).heartbeat_interval(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn heartbeat_interval(&self) -> Option<Duration> {
         self.heartbeat
     }
 
     /// Whether the lock may be taken on a hot standby ([`allow_standby`](Advisory::allow_standby)).
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert!(pglock::advisory("job").allow_standby().allows_standby());
+    /// # Ok(()) }
+    /// ```
     pub fn allows_standby(&self) -> bool {
         self.on_standby == OnStandby::Allow
     }
 
     /// The lock's id.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// let lock = pglock::advisory("nightly-digest");
+    /// assert_eq!(lock.id(), &pglock::LockId::from("nightly-digest"));
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> &LockId {
         &self.id
     }
 
     /// How long taking the lock waits.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::advisory("job").nowait().wait_mode(), pglock::Wait::NoWait);
+    /// # Ok(()) }
+    /// ```
     pub fn wait_mode(&self) -> Wait {
         self.wait
     }
 
     /// Whether the lock is shared.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert!(pglock::advisory("job").shared().is_shared());
+    /// # Ok(()) }
+    /// ```
     pub fn is_shared(&self) -> bool {
         self.mode.shared
     }
 
     /// Whether the lock is transaction-level.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert!(pglock::advisory("job").xact().is_xact());
+    /// # Ok(()) }
+    /// ```
     pub fn is_xact(&self) -> bool {
         self.mode.xact
     }
@@ -365,6 +466,14 @@ impl Advisory {
     ///   statement, and that connection then holds the lock. A `&mut PoolConnection` is marked to
     ///   be closed rather than returned to its pool, so the lock ends with it. Bound waits on
     ///   borrowed connections with [`timeout`](Advisory::timeout), not by dropping the future.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let guard = pglock::advisory("reindex").acquire(pool).await?;
+    /// // ... the work, under the lock.
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn acquire<'c>(self, db: impl Db<'c>) -> Result<AdvisoryGuard<'c>, Error> {
         let conn = self.checkout(db.into_handle()).await?;
         self.take(conn).await
@@ -379,6 +488,15 @@ impl Advisory {
     ///
     /// # Cancel safety
     /// As [`acquire`](Advisory::acquire).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// match pglock::advisory("reindex").nowait().try_acquire(pool).await? {
+    ///     Some(guard) => guard.release().await?,
+    ///     None => println!("someone else is reindexing"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn try_acquire<'c>(
         self,
         db: impl Db<'c>,
@@ -439,6 +557,21 @@ impl Advisory {
     ///
     /// # Cancel safety
     /// As [`scope`](Advisory::scope).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let ran = pglock::advisory("nightly-digest")
+    ///     .nowait()
+    ///     .try_scope(pool, async |conn| {
+    ///         sqlx::query("SELECT 1").execute(&mut *conn).await?;
+    ///         Ok::<_, pglock::Error>(())
+    ///     })
+    ///     .await?;
+    /// if ran.is_none() {
+    ///     println!("another replica sent it");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn try_scope<'c, T, E>(
         self,
         db: impl Db<'c>,

@@ -52,6 +52,15 @@ impl LockQuery {
     ///
     /// # Cancel safety
     /// As [`terminate`](LockQuery::terminate).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// // Cancel the statements of sessions waiting over a minute on orders.
+    /// let pids = pglock::locks().on("orders").granted(false).min_wait(Duration::from_secs(60)).cancel(pool).await?;
+    /// println!("cancelled {pids:?}");
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel<'c>(&self, db: impl Db<'c>) -> Result<Vec<i32>, Error> {
         self.signal(db, Signal::Cancel).await
     }
@@ -113,6 +122,13 @@ impl BlockedLockQuery {
     ///
     /// # Cancel safety
     /// As [`LockQuery::terminate`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let pids = pglock::blocked_locks().on("orders").cancel_blocking(pool).await?;
+    /// println!("cancelled {pids:?}");
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel_blocking<'c>(&self, db: impl Db<'c>) -> Result<Vec<i32>, Error> {
         self.signal_blocking(db, Signal::Cancel).await
     }

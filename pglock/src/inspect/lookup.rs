@@ -374,24 +374,51 @@ impl fmt::Display for FilterKey {
 
 impl FilterKey {
     /// What the filter does with its value.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key: pglock::FilterKey = "activity__duration__gt".parse()?;
+    /// assert_eq!(key.lookup(), pglock::Lookup::Gt);
+    /// # Ok(()) }
+    /// ```
     pub fn lookup(&self) -> Lookup {
         self.lookup
     }
 
     /// The kind of value the field holds. With [`Lookup::In`] the filter takes a list of
     /// these; with [`Lookup::IsNull`], a `bool` whatever the field holds.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key: pglock::FilterKey = "activity__pid".parse()?;
+    /// assert_eq!(key.value_kind(), pglock::ValueKind::Int);
+    /// # Ok(()) }
+    /// ```
     pub fn value_kind(&self) -> ValueKind {
         self.field.kind
     }
 
     /// Whether the key is about the blocking backend, which only
     /// [`blocked_locks`](crate::blocked_locks) has.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key: pglock::FilterKey = "blocking_activity__pid".parse()?;
+    /// assert!(key.is_about_blocking());
+    /// # Ok(()) }
+    /// ```
     pub fn is_about_blocking(&self) -> bool {
         self.side == Side::Blocking
     }
 
     /// Every field name (without lookups), for messages: the lock's, then `activity__...`,
     /// then `blocking_activity_id` and `blocking_activity__...`.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// assert!(pglock::FilterKey::fields().iter().any(|field| field == "activity__pid"));
+    /// # Ok(()) }
+    /// ```
     pub fn fields() -> Vec<String> {
         let mut names: Vec<String> = LOCK_FIELDS.iter().map(|f| f.name.to_owned()).collect();
         names.extend(
@@ -409,6 +436,12 @@ impl FilterKey {
     }
 
     /// The lookup suffixes, for messages: `in`, `gt`, ...
+    ///
+    /// ```
+    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// assert!(pglock::FilterKey::lookups().contains(&"in"));
+    /// # Ok(()) }
+    /// ```
     pub fn lookups() -> Vec<&'static str> {
         LOOKUPS.iter().map(|(suffix, _)| *suffix).collect()
     }

@@ -44,6 +44,13 @@ pub struct BlockedLockQuery {
 
 impl LockQuery {
     /// Only the locks of these backends.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().pids([4242, 4243]).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn pids(mut self, pids: impl IntoIterator<Item = i32>) -> Self {
         self.filters.pids(pids);
         self
@@ -54,6 +61,13 @@ impl LockQuery {
     /// as `pg_class` stores them). An unqualified name matches a relation of that name in any
     /// schema, as django-pglock's `on` does. A name that does not parse makes the query fail
     /// with [`Error::InvalidArgument`].
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().on("public.orders").fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn on(mut self, tables: impl IntoTables) -> Self {
         self.filters.on(tables);
         self
@@ -62,6 +76,13 @@ impl LockQuery {
     /// Only these advisory locks: strings, integers, pairs or [`AdvisoryKey`](crate::AdvisoryKey)s,
     /// matched on the `classid`, `objid` and `objsubid` that [`advisory_id`](crate::advisory_id)
     /// computes.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().advisory(["nightly-report"]).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn advisory<I>(mut self, ids: I) -> Self
     where
         I: IntoIterator,
@@ -72,6 +93,13 @@ impl LockQuery {
     }
 
     /// Only locks held (`true`) or only locks waited for (`false`).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().granted(false).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn granted(mut self, granted: bool) -> Self {
         self.filters.granted(granted);
         self
@@ -80,6 +108,13 @@ impl LockQuery {
     /// Only locks in this mode (call again to allow more modes). Matched by `pg_locks`' name,
     /// so [`LockMode::Exclusive`] and [`LockMode::Share`] also match exclusive and shared
     /// advisory locks, and transaction-id locks.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().mode(pglock::LockMode::AccessExclusive).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn mode(mut self, mode: LockMode) -> Self {
         self.filters.mode(mode);
         self
@@ -87,6 +122,14 @@ impl LockQuery {
 
     /// Only locks waited for at least this long. Postgres records when a wait began from
     /// version 14 on; on 13 the query fails with [`Error::InvalidArgument`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().min_wait(Duration::from_secs(5)).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn min_wait(mut self, wait: Duration) -> Self {
         self.filters.min_wait(wait);
         self
@@ -94,6 +137,14 @@ impl LockQuery {
 
     /// Only locks of backends whose current query (or last one, if idle) started at least this
     /// long ago: django-pgactivity's `duration`.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().min_duration(Duration::from_secs(60)).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn min_duration(mut self, duration: Duration) -> Self {
         self.filters.min_duration(duration);
         self
@@ -102,6 +153,13 @@ impl LockQuery {
     /// At most this many rows, the first in the listing's order. Applies to
     /// [`terminate`](LockQuery::terminate) and [`cancel`](LockQuery::cancel) too: they act on
     /// the backends of the rows [`fetch`](LockQuery::fetch) would return.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().limit(100).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn limit(mut self, limit: usize) -> Self {
         self.filters.limit(limit);
         self
@@ -140,6 +198,13 @@ impl LockQuery {
     /// transaction id (`TRANSACTIONID` and `VIRTUALXID`, granted), which only repeat that the
     /// backend is in a transaction. `true` by default; with `false` such a lock is still listed
     /// when someone waits for it (a row lock's wait, `CREATE INDEX CONCURRENTLY`'s).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().own_transaction_locks(true).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn own_transaction_locks(mut self, shown: bool) -> Self {
         self.filters.own_transaction_locks(shown);
         self
@@ -150,6 +215,13 @@ impl LockQuery {
     /// Relations of other databases are not in this database's catalog: their locks have a
     /// [`relation_oid`](crate::PgLock::relation_oid) and no [`relation`](crate::PgLock::relation),
     /// and [`on`](LockQuery::on) matches only relations of the current database.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::locks().all_databases(true).fetch(pool).await?;
+    /// println!("{} locks", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn all_databases(mut self, all: bool) -> Self {
         self.filters.all_databases(all);
         self
@@ -207,6 +279,13 @@ impl LockQuery {
 
 impl BlockedLockQuery {
     /// Only the locks these backends wait for.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().pids([4242]).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn pids(mut self, pids: impl IntoIterator<Item = i32>) -> Self {
         self.filters.pids(pids);
         self
@@ -216,12 +295,26 @@ impl BlockedLockQuery {
     /// a row of one: a row lock is waited for on the holder's transaction id (a `TRANSACTIONID`
     /// lock, with no relation), and the waiter holds the row's tuple lock meanwhile, which
     /// names the table.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().on("orders").fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn on(mut self, tables: impl IntoTables) -> Self {
         self.filters.on(tables);
         self
     }
 
     /// Only waits for these advisory locks (see [`LockQuery::advisory`]).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().advisory(["nightly-report"]).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn advisory<I>(mut self, ids: I) -> Self
     where
         I: IntoIterator,
@@ -232,24 +325,54 @@ impl BlockedLockQuery {
     }
 
     /// Only waits for a lock in this mode (see [`LockQuery::mode`]).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().mode(pglock::LockMode::AccessExclusive).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn mode(mut self, mode: LockMode) -> Self {
         self.filters.mode(mode);
         self
     }
 
     /// Only waits at least this long (see [`LockQuery::min_wait`]; Postgres 14 and later).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().min_wait(Duration::from_secs(5)).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn min_wait(mut self, wait: Duration) -> Self {
         self.filters.min_wait(wait);
         self
     }
 
     /// Only waits of backends whose current query started at least this long ago.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().min_duration(Duration::from_secs(60)).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn min_duration(mut self, duration: Duration) -> Self {
         self.filters.min_duration(duration);
         self
     }
 
     /// Only blocking backends among these.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().blocking_pids([4242]).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn blocking_pids(mut self, pids: impl IntoIterator<Item = i32>) -> Self {
         self.blocking_pids.get_or_insert_default().extend(pids);
         self
@@ -258,6 +381,14 @@ impl BlockedLockQuery {
     /// Only blocking backends whose current query (or last one, if idle) started at least
     /// this long ago: django-pglock's `blocking_activity__duration`. A blocker idle in its
     /// transaction counts from its last query's start; a prepared transaction never matches.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().min_blocking_duration(Duration::from_secs(60)).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn min_blocking_duration(mut self, duration: Duration) -> Self {
         self.min_blocking_duration = Some(duration);
         self
@@ -283,12 +414,26 @@ impl BlockedLockQuery {
     }
 
     /// Waits in every database of the cluster (see [`LockQuery::all_databases`]).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().all_databases(true).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn all_databases(mut self, all: bool) -> Self {
         self.filters.all_databases(all);
         self
     }
 
     /// At most this many rows (see [`LockQuery::limit`]).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let found = pglock::blocked_locks().limit(100).fetch(pool).await?;
+    /// println!("{} blocked", found.len());
+    /// # Ok(()) }
+    /// ```
     pub fn limit(mut self, limit: usize) -> Self {
         self.filters.limit(limit);
         self

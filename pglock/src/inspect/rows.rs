@@ -61,6 +61,18 @@ pub struct PgLock {
 
 impl PgLock {
     /// Whether this is the advisory lock `id` (a string, an integer, a pair, or a key).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let locks = pglock::locks().fetch(pool).await?;
+    /// let holders: Vec<i32> = locks
+    ///     .iter()
+    ///     .filter(|lock| lock.granted && lock.is_advisory_lock("nightly-report"))
+    ///     .map(|lock| lock.pid)
+    ///     .collect();
+    /// println!("{holders:?}");
+    /// # Ok(()) }
+    /// ```
     pub fn is_advisory_lock(&self, id: impl Into<LockId>) -> bool {
         self.advisory == Some(id.into().key())
     }

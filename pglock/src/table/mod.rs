@@ -99,6 +99,14 @@ pub struct TableLock {
 impl TableLock {
     /// Lock in `mode` instead of `ACCESS EXCLUSIVE`. [`LockMode::conflicts_with`] says which
     /// modes exclude each other.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// pglock::lock_table("orders").mode(pglock::LockMode::Share).acquire(&mut tx).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn mode(mut self, mode: LockMode) -> Self {
         self.mode = mode;
         self
@@ -109,35 +117,81 @@ impl TableLock {
     /// the server (`lock_timeout`, for the `LOCK TABLE` statement only, so it applies to each
     /// table in turn), in whole milliseconds, and is checked against Postgres' maximum (about
     /// 24.8 days) when the lock is taken.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// pglock::lock_table("orders").timeout(Duration::from_secs(1)).acquire(&mut tx).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(self, limit: Duration) -> Self {
         self.wait(Wait::at_most(limit))
     }
 
     /// Try once and do not wait (`LOCK TABLE ... NOWAIT`): the same as
     /// `timeout(Duration::ZERO)`.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// let locked = pglock::lock_table("orders").nowait().try_acquire(&mut tx).await?;
+    /// println!("locked: {locked}");
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn nowait(self) -> Self {
         self.wait(Wait::NoWait)
     }
 
     /// Wait as long as it takes, even if the server, role or session sets a `lock_timeout`
     /// (django-pglock's `timeout=None`).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// pglock::lock_table("orders").wait_forever().acquire(&mut tx).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn wait_forever(self) -> Self {
         self.wait(Wait::Forever)
     }
 
     /// Set how long to wait: a [`Wait`], a [`Duration`] (see [`timeout`](TableLock::timeout)),
     /// or an `Option<Duration>` whose `None` waits forever.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// pglock::lock_table("orders").wait(pglock::Wait::NoWait).acquire(&mut tx).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn wait(mut self, wait: impl Into<Wait>) -> Self {
         self.wait = wait.into();
         self
     }
 
     /// The mode the tables are locked in.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::lock_table("orders").lock_mode(), pglock::LockMode::AccessExclusive);
+    /// # Ok(()) }
+    /// ```
     pub fn lock_mode(&self) -> LockMode {
         self.mode
     }
 
     /// How long taking the lock waits.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::lock_table("orders").nowait().wait_mode(), pglock::Wait::NoWait);
+    /// # Ok(()) }
+    /// ```
     pub fn wait_mode(&self) -> Wait {
         self.wait
     }
@@ -232,6 +286,16 @@ impl TableLock {
     ///
     /// # Cancel safety
     /// As [`acquire`](TableLock::acquire).
+    ///
+    /// ```no_run
+    /// # async fn example(pool: &sqlx::PgPool) -> Result<(), pglock::Error> {
+    /// let mut tx = pool.begin().await?;
+    /// if !pglock::lock_table("orders").try_acquire(&mut tx).await? {
+    ///     println!("orders is busy");
+    /// }
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn try_acquire<'c>(self, db: impl Db<'c>) -> Result<bool, Error> {
         match self.acquire(db).await {
             Ok(()) => Ok(true),

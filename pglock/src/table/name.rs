@@ -36,6 +36,13 @@ pub struct TableName {
 
 impl TableName {
     /// The table `name` in `schema`, both verbatim.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// let table = pglock::TableName::new("billing", "invoices");
+    /// assert_eq!(table.schema(), Some("billing"));
+    /// # Ok(()) }
+    /// ```
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
         TableName {
             schema: Some(schema.into()),
@@ -44,6 +51,13 @@ impl TableName {
     }
 
     /// The table `name` (verbatim), looked up on the `search_path`.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// let table = pglock::TableName::unqualified("orders");
+    /// assert_eq!(table.schema(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn unqualified(name: impl Into<String>) -> Self {
         TableName {
             schema: None,
@@ -52,11 +66,23 @@ impl TableName {
     }
 
     /// The schema, if the name is schema-qualified.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::TableName::new("billing", "invoices").schema(), Some("billing"));
+    /// # Ok(()) }
+    /// ```
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
     }
 
     /// The table's own name.
+    ///
+    /// ```
+    /// # fn example() -> Result<(), pglock::Error> {
+    /// assert_eq!(pglock::TableName::new("billing", "invoices").name(), "invoices");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
