@@ -640,9 +640,9 @@ pub async fn connect(target: &Target) -> Result<PgConnection, String> {
         };
         let mut message = format!("cannot connect to {shown}: {error}");
         let mode = target.options.get_ssl_mode();
-        if message.contains("no encryption")
-            && matches!(mode, PgSslMode::Disable | PgSslMode::Allow)
-        {
+        // Postgres 14+ says "no encryption", Postgres 13 "SSL off".
+        let refused_without_tls = message.contains("no encryption") || message.contains("SSL off");
+        if refused_without_tls && matches!(mode, PgSslMode::Disable | PgSslMode::Allow) {
             message.push_str(
                 " (the server accepts this connection only over TLS: use sslmode=require, \
                  verify-ca or verify-full)",
