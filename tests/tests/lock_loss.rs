@@ -42,6 +42,17 @@ async fn holder_of(observer: &PgPool, id: &str) -> i32 {
     }
 }
 
+/// Terminate the backend holding `id`, and return its pid.
+async fn terminate_holder(observer: &PgPool, id: &str) -> i32 {
+    let holder = holder_of(observer, id).await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .execute(observer)
+        .await
+        .unwrap();
+    holder
+}
+
 #[pglock::advisory("terminated-job", heartbeat = "200ms")]
 async fn long_job(
     pool: &PgPool,
@@ -112,12 +123,7 @@ async fn the_runtime_run_form_is_watched_too() {
             .await
     });
     body_started.await.unwrap();
-    let holder = holder_of(db.pool(), "terminated-run").await;
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(holder)
-        .execute(db.pool())
-        .await
-        .unwrap();
+    terminate_holder(db.pool(), "terminated-run").await;
     let error = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("stopped")
@@ -264,12 +270,7 @@ async fn a_notified_body_finishes_its_step_and_the_call_returns_lost() {
         }
     });
     body_started.await.unwrap();
-    let holder = holder_of(db.pool(), "notified-run").await;
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(holder)
-        .execute(db.pool())
-        .await
-        .unwrap();
+    terminate_holder(db.pool(), "notified-run").await;
     let error = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("the body was told")
