@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 
 use super::sql::{self, Mode};
 use crate::handle::Conn;
@@ -267,7 +267,7 @@ impl<'c> AdvisoryGuard<'c> {
         let statement = sql::unlock(self.mode, key);
         let session = self.session;
         let conn = self.conn_mut();
-        let row = match super::bind_key(sqlx::query(AssertSqlSafe(statement)), key)
+        let row = match super::bind_key(sqlx::query(statement), key)
             .bind(session)
             .fetch_one(&mut **conn)
             .await

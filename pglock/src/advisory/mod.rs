@@ -808,7 +808,7 @@ impl Advisory {
             _ => {
                 let statement =
                     sql::wait_bound(self.mode, key, timeout_ms.is_some(), self.on_standby);
-                let query = sqlx::query(AssertSqlSafe(statement));
+                let query = sqlx::query(statement);
                 let query = match timeout_ms {
                     Some(ms) => query.bind(ms.to_string()),
                     None => query,
@@ -885,7 +885,7 @@ async fn try_once(
     conn: &mut PgConnection,
 ) -> Result<Outcome, Error> {
     let statement = sql::try_lock(mode, key, on);
-    let row = bind_key(sqlx::query(AssertSqlSafe(statement)), key)
+    let row = bind_key(sqlx::query(statement), key)
         .fetch_one(conn)
         .await?;
     Ok(Outcome::of(&row)?)
