@@ -294,13 +294,13 @@ impl RetryLocks {
     where
         E: From<Error> + LockTimeoutError,
     {
-        use crate::handle::{CloseUnlessKept, Handle};
+        use crate::handle::{CloseUnlessKept, Handle, checkout};
         let policy = RetryPolicy::<Result<T, E>>::result();
         match db.into_handle() {
             Handle::Pool(pool) => {
                 // Closed if this future is dropped mid-attempt: the server session ends, and
                 // with it the attempt's transaction and its wait for a lock.
-                let mut owned = CloseUnlessKept::new(pool.acquire().await.map_err(Error::from)?);
+                let mut owned = CloseUnlessKept::new(checkout(&pool).await.map_err(Error::from)?);
                 let retrying = Retrying::new(policy, Ok(self), owned.conn(), Some(pool));
                 let done = run(retrying, &mut body).await;
                 owned.keep();

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::guard::{AdvisoryGuard, Forgotten};
 use super::linger::{self, Lingering};
 use super::session::{beat, end_transaction};
-use crate::handle::{CloseUnlessKept, Conn};
+use crate::handle::{CloseUnlessKept, Conn, checkout};
 use crate::race::{Either::*, race};
 use crate::scope::{Held, Kind, Scope, Site};
 use crate::unwind::catch_panic;
@@ -28,14 +28,10 @@ impl<H: Site> Kind<H> for Advisory {
             return Ok(AdvisoryHeld::new(&self, On::Lent(lock)));
         }
         let pool = site.pool().expect("a site is either a session or a pool")?;
-        let conn = pool.acquire().await?;
-        if self.is_xact() {
-            return self
-                .enter_owned_transaction(CloseUnlessKept::new(conn), pool)
-                .await;
-        }
-        let guard = self.take(Conn::Owned(conn, pool)).await?;
-        Ok(AdvisoryHeld::new(&self, On::Owned(guard)))
+        // Boxed: the pool's path (a checkout, maybe a transaction) would otherwise make this
+        // future, and every scope's around it, several times larger on the session's path too,
+        // to be copied at each `.await` that moves it.
+        Box::pin(self.enter_on_pool(pool)).await
     }
 
     fn span(&self) -> tracing::Span {
@@ -190,6 +186,19 @@ impl Advisory {
         scope.exit(outcome, Result::is_err).await.map(Some)
     }
 
+    /// Take the lock on a connection checked out of `pool`, which pglock owns for as long as
+    /// the lock is held.
+    async fn enter_on_pool(self, pool: PgPool) -> Result<AdvisoryHeld, Error> {
+        let conn = checkout(&pool).await?;
+        if self.is_xact() {
+            return self
+                .enter_owned_transaction(CloseUnlessKept::new(conn), pool)
+                .await;
+        }
+        let guard = self.take(Conn::Owned(conn, pool)).await?;
+        Ok(AdvisoryHeld::new(&self, On::Owned(guard)))
+    }
+
     /// A transaction-level lock on a pool, for a body that does not see the connection: open a
     /// transaction on a connection pglock owns and lock inside it. The transaction is begun
     /// with a plain `BEGIN` rather than through sqlx, so that no borrow of the connection
@@ -333,12 +342,18 @@ impl Held for AdvisoryHeld {
     /// heartbeat, which drops the body (it never resumes from its pending `.await`) as soon as
     /// the holding session is found gone.
     async fn run<F: Future>(&mut self, body: F) -> Result<std::thread::Result<F::Output>, Error> {
-        let body = catch_panic(body);
+        // Pinned once, here, whichever way it runs: moved into each branch instead, the body
+        // (the function's whole body, for an attribute) would have a slot of its own per branch
+        // in this future's state.
+        let mut body = pin!(catch_panic(body));
         let (On::Owned(guard), Some(every)) = (&mut self.on, self.heartbeat) else {
             return Ok(body.await);
         };
+        // Boxed: only a lock on a connection pglock checked out has a heartbeat, and the
+        // checkout costs far more than the allocation; a lent lock's scope stays small.
+        let mut watch = Box::pin(Self::watch(guard, every));
         let Some((signal, seen)) = &mut self.notify else {
-            return match race(body, Self::watch(guard, every)).await {
+            return match race(body, watch).await {
                 First(out) => Ok(out),
                 Second(lost) => {
                     self.lost = true;
@@ -347,7 +362,6 @@ impl Held for AdvisoryHeld {
             };
         };
         // The body is told, and runs to its end: the loss is the result after it.
-        let (mut body, mut watch) = (pin!(body), pin!(Self::watch(guard, every)));
         let out = std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = body.as_mut().poll(cx) {
                 return Poll::Ready(out);

@@ -24,7 +24,7 @@ use guard::State;
 pub(crate) use sql::Mode;
 use sql::{OnStandby, WaitOn};
 
-use crate::handle::{CloseUnlessKept, Conn, Handle};
+use crate::handle::{CloseUnlessKept, Conn, Handle, checkout};
 use crate::scope::settle;
 use crate::unwind::catch_panic;
 use crate::{AdvisoryKey, Db, Error, LockId, Wait, telemetry};
@@ -619,7 +619,7 @@ impl Advisory {
     ) -> Result<Option<T>, Error> {
         let acquired = match db.into_handle() {
             Handle::Pool(pool) if self.mode.xact => {
-                let conn = pool.acquire().await?;
+                let conn = checkout(&pool).await?;
                 return match self.xact_scope_on_pool(conn, pool, body, failed).await {
                     Ok(out) => Ok(Some(out)),
                     Err(error) if skip && error.is_not_acquired() => {
@@ -698,7 +698,7 @@ impl Advisory {
                     target: self.id.clone().into(),
                 });
             }
-            Handle::Pool(pool) => Conn::Owned(pool.acquire().await?, pool),
+            Handle::Pool(pool) => Conn::Owned(checkout(&pool).await?, pool),
             Handle::PoolConnection(conn) => Conn::PoolConnection(conn),
             Handle::Connection(conn) => Conn::Connection(conn),
         })

@@ -48,7 +48,7 @@ pub use lookup::{FilterKey, FilterValue, Lookup, ParseFilterKeyError, ValueKind}
 pub use query::{BlockedLockQuery, LockQuery};
 pub use rows::{Activity, BlockedPgLock, PgLock, Relation};
 
-use crate::handle::Handle;
+use crate::handle::{Handle, checkout};
 use crate::{Db, Error};
 
 /// Start a query of the locks of the current database: `pg_locks` joined to
@@ -93,7 +93,7 @@ async fn run<'c, T>(
     work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
     match db.into_handle() {
-        Handle::Pool(pool) => work(&mut *pool.acquire().await?).await,
+        Handle::Pool(pool) => work(&mut *checkout(&pool).await?).await,
         Handle::PoolConnection(conn) => work(conn).await,
         Handle::Connection(conn) => work(conn).await,
     }
