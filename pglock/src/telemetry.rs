@@ -64,9 +64,19 @@ pub fn set_lock_labels(on: bool) {
     metered::LOCK_LABELS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// `span`, or, when no subscriber wants it, no span at all.
+///
+/// A span nobody listens to still keeps its metadata so that, with `tracing`'s `log` feature on
+/// (sqlx turns it on), entering and leaving it can be written to the `log` crate: a check of
+/// `log`'s level at each poll of each scope's future. Without a `tracing` subscriber that is the
+/// whole cost of pglock's spans, so they are dropped (the events inside still reach `log`).
+fn wanted(span: Span) -> Span {
+    if span.is_disabled() { Span::none() } else { span }
+}
+
 /// The span around an advisory lock's scope (an attribute's call, `scope`, `run`).
 pub(crate) fn advisory_span(id: &LockId, function: Option<&str>, mode: Mode, wait: Wait) -> Span {
-    tracing::info_span!(
+    wanted(tracing::info_span!(
         target: "pglock",
         "pglock::advisory",
         lock = %id,
@@ -74,26 +84,26 @@ pub(crate) fn advisory_span(id: &LockId, function: Option<&str>, mode: Mode, wai
         shared = mode.shared,
         xact = mode.xact,
         wait = %WaitField(wait),
-    )
+    ))
 }
 
 /// The span around a lock timeout's scope.
 pub(crate) fn timeout_span(limit: Option<Duration>) -> Span {
-    tracing::debug_span!(
+    wanted(tracing::debug_span!(
         target: "pglock",
         "pglock::timeout",
         lock_timeout_ms = limit.map_or(0.0, ms),
-    )
+    ))
 }
 
 /// The span around a prioritize scope.
 pub(crate) fn prioritize_span(interval: Duration, signal: crate::Signal) -> Span {
-    tracing::info_span!(
+    wanted(tracing::info_span!(
         target: "pglock",
         "pglock::prioritize",
         interval_ms = ms(interval),
         signal = ?signal,
-    )
+    ))
 }
 
 /// Milliseconds, with the microseconds as a fraction: what `*_ms` fields hold.
