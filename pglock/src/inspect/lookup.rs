@@ -498,6 +498,20 @@ impl FilterKey {
 
     /// Check that `value` suits the key, as a query does before it runs.
     ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use pglock::{FilterKey, FilterValue};
+    ///
+    /// let older: FilterKey = "activity__duration__gt".parse()?;
+    /// assert!(older.check_value(&Duration::from_secs(60).into()).is_ok());
+    /// assert!(older.check_value(&FilterValue::from("a minute")).is_err());
+    ///
+    /// let pids: FilterKey = "activity_id__in".parse()?;
+    /// assert!(pids.check_value(&vec![4101, 4102].into()).is_ok());
+    /// # Ok::<(), pglock::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`], saying what the key takes.
     pub fn check_value(&self, value: &FilterValue) -> Result<(), Error> {
