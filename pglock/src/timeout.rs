@@ -214,10 +214,8 @@ impl<S: Setting> Timeout<S> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert_eq!(pglock::statement_timeout(Duration::from_secs(5)).limit(), Some(Duration::from_secs(5)));
     /// assert_eq!(pglock::statement_timeout(None).limit(), None);
-    /// # Ok(()) }
     /// ```
     pub fn limit(&self) -> Option<Duration> {
         self.limit
@@ -226,9 +224,7 @@ impl<S: Setting> Timeout<S> {
     /// The name of the Postgres setting this sets.
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert_eq!(pglock::statement_timeout(None).name(), "statement_timeout");
-    /// # Ok(()) }
     /// ```
     pub fn name(&self) -> &'static str {
         S::NAME

@@ -361,10 +361,8 @@ impl Advisory {
     /// The heartbeat interval, if any (see [`heartbeat`](Advisory::heartbeat)).
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert_eq!(pglock::advisory("job").heartbeat_interval(), Some(pglock::DEFAULT_HEARTBEAT));
     /// assert_eq!(pglock::advisory("job").heartbeat(None).heartbeat_interval(), None);
-    /// # Ok(()) }
     /// ```
     pub fn heartbeat_interval(&self) -> Option<Duration> {
         self.heartbeat
@@ -373,9 +371,7 @@ impl Advisory {
     /// Whether the lock may be taken on a hot standby ([`allow_standby`](Advisory::allow_standby)).
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert!(pglock::advisory("job").allow_standby().allows_standby());
-    /// # Ok(()) }
     /// ```
     pub fn allows_standby(&self) -> bool {
         self.on_standby == OnStandby::Allow
@@ -384,10 +380,8 @@ impl Advisory {
     /// The lock's id.
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// let lock = pglock::advisory("nightly-digest");
     /// assert_eq!(lock.id(), &pglock::LockId::from("nightly-digest"));
-    /// # Ok(()) }
     /// ```
     pub fn id(&self) -> &LockId {
         &self.id
@@ -396,9 +390,7 @@ impl Advisory {
     /// How long taking the lock waits.
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert_eq!(pglock::advisory("job").nowait().wait_mode(), pglock::Wait::NoWait);
-    /// # Ok(()) }
     /// ```
     pub fn wait_mode(&self) -> Wait {
         self.wait
@@ -407,9 +399,7 @@ impl Advisory {
     /// Whether the lock is shared.
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert!(pglock::advisory("job").shared().is_shared());
-    /// # Ok(()) }
     /// ```
     pub fn is_shared(&self) -> bool {
         self.mode.shared
@@ -418,9 +408,7 @@ impl Advisory {
     /// Whether the lock is transaction-level.
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert!(pglock::advisory("job").xact().is_xact());
-    /// # Ok(()) }
     /// ```
     pub fn is_xact(&self) -> bool {
         self.mode.xact

@@ -376,10 +376,9 @@ impl FilterKey {
     /// What the filter does with its value.
     ///
     /// ```
-    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
     /// let key: pglock::FilterKey = "activity__duration__gt".parse()?;
     /// assert_eq!(key.lookup(), pglock::Lookup::Gt);
-    /// # Ok(()) }
+    /// # Ok::<(), pglock::Error>(())
     /// ```
     pub fn lookup(&self) -> Lookup {
         self.lookup
@@ -389,10 +388,9 @@ impl FilterKey {
     /// these; with [`Lookup::IsNull`], a `bool` whatever the field holds.
     ///
     /// ```
-    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
-    /// let key: pglock::FilterKey = "activity__pid".parse()?;
+    /// let key: pglock::FilterKey = "activity__id".parse()?;
     /// assert_eq!(key.value_kind(), pglock::ValueKind::Int);
-    /// # Ok(()) }
+    /// # Ok::<(), pglock::Error>(())
     /// ```
     pub fn value_kind(&self) -> ValueKind {
         self.field.kind
@@ -402,10 +400,9 @@ impl FilterKey {
     /// [`blocked_locks`](crate::blocked_locks) has.
     ///
     /// ```
-    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
-    /// let key: pglock::FilterKey = "blocking_activity__pid".parse()?;
+    /// let key: pglock::FilterKey = "blocking_activity__id".parse()?;
     /// assert!(key.is_about_blocking());
-    /// # Ok(()) }
+    /// # Ok::<(), pglock::Error>(())
     /// ```
     pub fn is_about_blocking(&self) -> bool {
         self.side == Side::Blocking
@@ -415,9 +412,8 @@ impl FilterKey {
     /// then `blocking_activity_id` and `blocking_activity__...`.
     ///
     /// ```
-    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
-    /// assert!(pglock::FilterKey::fields().iter().any(|field| field == "activity__pid"));
-    /// # Ok(()) }
+    /// assert!(pglock::FilterKey::fields().iter().any(|field| field == "activity__id"));
+    /// # Ok::<(), pglock::Error>(())
     /// ```
     pub fn fields() -> Vec<String> {
         let mut names: Vec<String> = LOCK_FIELDS.iter().map(|f| f.name.to_owned()).collect();
@@ -438,9 +434,8 @@ impl FilterKey {
     /// The lookup suffixes, for messages: `in`, `gt`, ...
     ///
     /// ```
-    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
     /// assert!(pglock::FilterKey::lookups().contains(&"in"));
-    /// # Ok(()) }
+    /// # Ok::<(), pglock::Error>(())
     /// ```
     pub fn lookups() -> Vec<&'static str> {
         LOOKUPS.iter().map(|(suffix, _)| *suffix).collect()

@@ -177,9 +177,7 @@ impl TableLock {
     /// The mode the tables are locked in.
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert_eq!(pglock::lock_table("orders").lock_mode(), pglock::LockMode::AccessExclusive);
-    /// # Ok(()) }
     /// ```
     pub fn lock_mode(&self) -> LockMode {
         self.mode
@@ -188,9 +186,7 @@ impl TableLock {
     /// How long taking the lock waits.
     ///
     /// ```
-    /// # fn example() -> Result<(), pglock::Error> {
     /// assert_eq!(pglock::lock_table("orders").nowait().wait_mode(), pglock::Wait::NoWait);
-    /// # Ok(()) }
     /// ```
     pub fn wait_mode(&self) -> Wait {
         self.wait
