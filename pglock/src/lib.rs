@@ -98,10 +98,14 @@
 //! # Observing pglock
 //! pglock reports through [`tracing`](https://docs.rs/tracing) (target `pglock`) and, with the
 //! `metrics` feature, through the [`metrics`](https://docs.rs/metrics) facade. One line shows
-//! its events (with `tracing-subscriber`'s `env-filter` feature):
+//! its events with `tracing-subscriber` (or, with its `env-filter` feature,
+//! `fmt().with_env_filter("info,pglock=debug").init()`):
 //!
-//! ```ignore
-//! tracing_subscriber::fmt().with_env_filter("info,pglock=debug").init();
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! let filter: tracing_subscriber::filter::Targets = "info,pglock=debug".parse().unwrap();
+//! tracing_subscriber::registry().with(tracing_subscriber::fmt::layer()).with(filter).init();
 //! ```
 //!
 //! Every scope (an attribute's call, [`Advisory::scope`], [`Advisory::run`],
@@ -253,3 +257,10 @@ pub mod __private {
         retry_locks, statement_timeout, timeout, transaction_timeout,
     };
 }
+
+/// The workspace README's Rust examples, compiled as doc tests (`cargo test --doc`) so that
+/// what users read first cannot drift from the API. Only in the workspace: a published package
+/// has its README beside `src/`, and doc tests are never run from there.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct Readme;
