@@ -40,7 +40,8 @@ pub mod names {
     pub const WAIT_SECONDS: &str = "pglock_wait_seconds";
     /// Histogram, in seconds: how long locks were held, labelled by `kind` and `function`.
     pub const HOLD_SECONDS: &str = "pglock_hold_seconds";
-    /// Gauge: advisory locks this process holds now, labelled by `kind` and `function`.
+    /// Gauge: advisory locks this process holds now, labelled by `kind` and `function`. A lock
+    /// kept past its body for `min_hold` counts until it is really released.
     pub const LOCKS_HELD: &str = "pglock_locks_held";
 }
 
@@ -259,6 +260,88 @@ impl Holding {
 impl Drop for Holding {
     fn drop(&mut self) {
         metered::held(&self.labels, -1.0);
+    }
+}
+
+/// A lock kept past its scope's body for `min_hold` by a background task: what its events and
+/// metrics say about it. It carries the lock's [`Holding`], so the lock stays in the
+/// `pglock_locks_held` gauge, and its hold is timed, until it is really released.
+pub(crate) struct Lingering {
+    /// `None` only for a lock whose hold was reported already (never, while it lingers).
+    holding: Option<Holding>,
+    xact: bool,
+    /// How long the lock was held before it began to linger: its body's run.
+    before: Duration,
+    /// When it began to linger.
+    since: Instant,
+}
+
+impl Lingering {
+    /// The lock, held for `held` so far, is kept in the background for `left` more.
+    pub(crate) fn start(
+        lock: &LockId,
+        xact: bool,
+        holding: Option<Holding>,
+        held: Duration,
+        left: Duration,
+    ) -> Self {
+        let (held_ms, left_ms, min_hold_ms) = (ms(held), ms(left), ms(held + left));
+        tracing::debug!(target: "pglock", %lock, xact, held_ms, left_ms, min_hold_ms, "lock held past its body for min_hold, in the background");
+        Lingering {
+            holding,
+            xact,
+            before: held,
+            since: Instant::now(),
+        }
+    }
+
+    /// The lock was released with `ended`: at the end of the hold, or before it if `drained`.
+    pub(crate) fn ended(self, lock: &LockId, drained: bool, ended: &Result<(), Error>) {
+        let lingered = self.since.elapsed();
+        let (held_ms, lingered_ms) = (ms(self.before + lingered), ms(lingered));
+        let xact = self.xact;
+        match ended {
+            Ok(()) if drained => {
+                tracing::info!(target: "pglock", %lock, xact, held_ms, lingered_ms, "lock released before the end of its min_hold: pglock::drain() was called");
+            }
+            Ok(()) => {
+                tracing::debug!(target: "pglock", %lock, xact, held_ms, lingered_ms, "lock released at the end of its min_hold");
+            }
+            Err(Error::Lost { source, .. }) => {
+                tracing::error!(target: "pglock", %lock, xact, held_ms, lingered_ms, error = %source, "lock lost: its session was gone when its min_hold ended");
+                self.count_lost();
+            }
+            Err(Error::NotHeld { .. }) => {
+                tracing::warn!(target: "pglock", %lock, xact, held_ms, lingered_ms, "lock not held at the end of its min_hold: something else unlocked it");
+                self.count_lost();
+            }
+            Err(error) => {
+                tracing::warn!(target: "pglock", %lock, xact, held_ms, lingered_ms, %error, "releasing a lock at the end of its min_hold failed");
+            }
+        }
+        self.record_hold();
+    }
+
+    /// The heartbeat (checking every `every`) found the lock's session gone during the hold.
+    pub(crate) fn lost(self, lock: &LockId, every: Duration, source: &sqlx::Error) {
+        let lingered = self.since.elapsed();
+        let (held_ms, lingered_ms, heartbeat_ms) =
+            (ms(self.before + lingered), ms(lingered), ms(every));
+        tracing::error!(target: "pglock", %lock, xact = self.xact, held_ms, lingered_ms, heartbeat_ms, error = %source, "lock lost during its min_hold: the heartbeat found its session gone");
+        self.count_lost();
+        self.record_hold();
+    }
+
+    fn count_lost(&self) {
+        if let Some(holding) = &self.holding {
+            holding.count_lost();
+        }
+    }
+
+    fn record_hold(&self) {
+        if let Some(holding) = &self.holding {
+            holding.record_hold();
+        }
     }
 }
 

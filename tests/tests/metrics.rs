@@ -275,6 +275,51 @@ async fn every_outcome_is_counted_and_timed_with_bounded_labels() {
     let signals = [("signal", "terminate")];
     assert_eq!(counter(&metrics, names::PRIORITIZE_SIGNALS, &signals), 1);
 
+    // min_hold: a lock kept past its body counts as held, and its hold is timed, until it is
+    // really released by the background task; the gauge comes back to 0 only then.
+    let pool = db.pool_with(2).await;
+    for (kind, function) in [
+        ("session", "metrics::linger"),
+        ("xact", "metrics::linger_xact"),
+    ] {
+        let job = advisory("lingering")
+            .function(function)
+            .min_hold(Duration::from_millis(600));
+        let job = if kind == "xact" { job.xact() } else { job };
+        let started = std::time::Instant::now();
+        job.run(&pool, async { Ok::<_, Error>(()) }).await.unwrap();
+        let labels = [("function", function), ("kind", kind)];
+        let metrics = recorded.read();
+        assert_eq!(
+            gauge(&metrics, names::LOCKS_HELD, &labels),
+            1.0,
+            "{kind}: held in the background after the call returned"
+        );
+        assert!(
+            metrics
+                .iter()
+                .all(|metric| !(metric.name == names::HOLD_SECONDS
+                    && metric
+                        .labels
+                        .contains(&("function".into(), function.into())))),
+            "{kind}: no hold timed before the release"
+        );
+        assert_eq!(common::locks_on(db.pool(), "lingering").await.len(), 1);
+        common::eventually(
+            Duration::from_secs(10),
+            "the gauge comes back to 0",
+            async || gauge(&recorded.read(), names::LOCKS_HELD, &labels) == 0.0,
+        )
+        .await;
+        assert!(
+            common::locks_on(db.pool(), "lingering").await.is_empty(),
+            "{kind}: out of the gauge only once released"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        let holds = histogram(&recorded.read(), names::HOLD_SECONDS, &labels);
+        assert!(holds.len() == 1 && holds[0] >= 0.6, "{kind}: {holds:?}");
+    }
+
     // Per-lock labels, once opted into.
     pglock::telemetry::set_lock_labels(true);
     advisory("tenant-42")
