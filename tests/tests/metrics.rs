@@ -320,6 +320,66 @@ async fn every_outcome_is_counted_and_timed_with_bounded_labels() {
         assert!(holds.len() == 1 && holds[0] >= 0.6, "{kind}: {holds:?}");
     }
 
+    // Leader elections: won (clean or not), leading, lost.
+    let (first_pool, second_pool) = (db.pool_with(1).await, db.pool_with(1).await);
+    let first = pglock::leader("metrics-leader")
+        .heartbeat(Duration::from_millis(100))
+        .run(&first_pool, std::future::pending);
+    until_leading(&first).await;
+    let metrics = recorded.read();
+    assert_eq!(gauge(&metrics, names::LEADING, &[]), 1.0);
+    let unclean = [("clean", "false")];
+    assert_eq!(counter(&metrics, names::LEADER_ELECTIONS, &unclean), 1);
+    let election = find(&metrics, names::LEADER_ELECTIONS, &unclean);
+    assert_eq!(election.labels.len(), 1, "no per-lock label by default");
+
+    let second = pglock::leader("metrics-leader")
+        .heartbeat(Duration::from_millis(100))
+        .run(&second_pool, std::future::pending);
+    common::until_someone_waits(db.pool(), "metrics-leader").await;
+    first.step_down().await;
+    until_leading(&second).await;
+    let metrics = recorded.read();
+    assert_eq!(
+        counter(&metrics, names::LEADER_ELECTIONS, &[("clean", "true")]),
+        1
+    );
+    assert_eq!(
+        gauge(&metrics, names::LEADING, &[]),
+        1.0,
+        "one leader at a time"
+    );
+
+    let leader = common::holder_of(db.pool(), "metrics-leader").await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(leader)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(10), "the loss is counted", async || {
+        recorded
+            .read()
+            .iter()
+            .any(|metric| metric.name == names::LEADER_LOST)
+    })
+    .await;
+    let metrics = recorded.read();
+    assert_eq!(counter(&metrics, names::LEADER_LOST, &[]), 1);
+    assert_eq!(
+        gauge(&metrics, names::LEADING, &[]),
+        0.0,
+        "lost, so not leading"
+    );
+    // Alone, it is elected again, and leads after the grace period.
+    common::eventually(Duration::from_secs(10), "elected again", async || {
+        counter(&recorded.read(), names::LEADER_ELECTIONS, &unclean) == 2
+    })
+    .await;
+    until_leading(&second).await;
+    assert_eq!(gauge(&recorded.read(), names::LEADING, &[]), 1.0);
+    second.step_down().await;
+    assert_eq!(gauge(&recorded.read(), names::LEADING, &[]), 0.0);
+
     // Per-lock labels, once opted into.
     pglock::telemetry::set_lock_labels(true);
     advisory("tenant-42")
@@ -333,4 +393,16 @@ async fn every_outcome_is_counted_and_timed_with_bounded_labels() {
     let metrics = recorded.read();
     let tenant = [("lock", "tenant-42"), ("outcome", "acquired")];
     assert_eq!(counter(&metrics, names::ACQUISITIONS, &tenant), 1);
+}
+
+/// Wait until `leadership` leads.
+async fn until_leading(leadership: &pglock::Leadership) {
+    let mut status = leadership.watch();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|status| matches!(status, pglock::Status::Leading { .. })),
+    )
+    .await
+    .expect("elected within 20 s")
+    .unwrap();
 }

@@ -603,3 +603,151 @@ fn a_lingering_lock_lost_with_its_session_is_an_error() {
         );
     });
 }
+
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// A leader's task: runs until it is dropped.
+fn lead() -> impl FnMut() -> std::future::Pending<()> + Send + 'static {
+    std::future::pending
+}
+
+/// Wait until `leadership` leads.
+async fn until_leading(leadership: &pglock::Leadership) {
+    let mut status = leadership.watch();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|status| matches!(status, pglock::Status::Leading { .. })),
+    )
+    .await
+    .expect("elected within 20 s")
+    .unwrap();
+}
+
+/// The one event whose message contains `text` about the session `pid`.
+fn about(capture: &Capture, text: &str, pid: i32) -> Captured {
+    let events: Vec<_> = capture
+        .events(text)
+        .into_iter()
+        .filter(|event| event.fields.get("pid") == Some(&pid.to_string()))
+        .collect();
+    assert_eq!(events.len(), 1, "one {text:?} for {pid}: {events:#?}");
+    assert_eq!(events[0].target, "pglock");
+    events.into_iter().next().unwrap()
+}
+
+#[test]
+fn a_leader_reports_its_election_and_a_clean_hand_over_on_stepping_down() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let (first_pool, second_pool) = (db.pool_with(1).await, db.pool_with(1).await);
+        let first = pglock::leader("elected")
+            .heartbeat(HEARTBEAT)
+            .run(&first_pool, lead());
+        until_leading(&first).await;
+        let first_pid = holder_of(db.pool(), "elected").await;
+
+        // The first leader cannot know how a previous one left: it waits out the grace period.
+        let won = about(&capture, "leadership won", first_pid);
+        assert_eq!(won.level, Level::INFO);
+        assert_eq!(won.field("lock"), "elected");
+        assert_eq!(won.field("clean"), "false");
+        assert!(won.number("campaigned_ms") > 0.0, "{won:?}");
+        let grace = about(&capture, "waiting out the grace period", first_pid);
+        assert_eq!(grace.level, Level::INFO);
+        assert_eq!(
+            grace.number("grace_ms"),
+            300.0,
+            "twice the heartbeat plus 100 ms"
+        );
+        let leading = about(&capture, "leading: the task starts", first_pid);
+        assert_eq!(leading.level, Level::DEBUG);
+        assert_eq!(leading.field("clean"), "false");
+
+        let second = pglock::leader("elected")
+            .heartbeat(HEARTBEAT)
+            .run(&second_pool, lead());
+        common::until_someone_waits(db.pool(), "elected").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first.step_down().await;
+        let stepped = about(&capture, "stepped down", first_pid);
+        assert_eq!(stepped.level, Level::INFO);
+        assert_eq!(stepped.field("lock"), "elected");
+        assert_eq!(stepped.field("notified"), "true");
+        assert!(stepped.number("led_ms") >= 100.0, "{stepped:?}");
+
+        until_leading(&second).await;
+        let second_pid = holder_of(db.pool(), "elected").await;
+        assert_ne!(second_pid, first_pid);
+        let won = about(&capture, "leadership won", second_pid);
+        assert_eq!(won.field("clean"), "true");
+        assert!(won.number("campaigned_ms") >= 100.0, "it waited: {won:?}");
+        assert!(
+            capture
+                .events("waiting out the grace period")
+                .iter()
+                .all(|event| event.field("pid") != second_pid.to_string()),
+            "a clean hand-over has no grace period"
+        );
+        assert_eq!(
+            about(&capture, "leading: the task starts", second_pid).field("clean"),
+            "true"
+        );
+        second.step_down().await;
+        assert!(capture.events("leadership lost").is_empty());
+        assert!(
+            capture.events("failed").is_empty(),
+            "{:#?}",
+            capture.events("failed")
+        );
+    });
+}
+
+#[test]
+fn a_leader_whose_session_is_terminated_reports_the_loss_and_its_successor_the_grace_period() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let (first_pool, second_pool) = (db.pool_with(1).await, db.pool_with(1).await);
+        let first = pglock::leader("deposed")
+            .heartbeat(HEARTBEAT)
+            .run(&first_pool, lead());
+        until_leading(&first).await;
+        let second = pglock::leader("deposed")
+            .heartbeat(HEARTBEAT)
+            .grace(Duration::from_millis(400))
+            .run(&second_pool, lead());
+        common::until_someone_waits(db.pool(), "deposed").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let first_pid = holder_of(db.pool(), "deposed").await;
+        exec_pid(db.pool(), "pg_terminate_backend", first_pid).await;
+        let lost = until_reported(&capture, "leadership lost", "deposed").await;
+        assert_eq!(lost.level, Level::ERROR);
+        assert_eq!(lost.field("pid"), first_pid.to_string());
+        assert!(lost.number("led_ms") >= 100.0, "{lost:?}");
+        assert!(!lost.field("error").is_empty(), "{lost:?}");
+
+        until_leading(&second).await;
+        let second_pid = holder_of(db.pool(), "deposed").await;
+        let won = about(&capture, "leadership won", second_pid);
+        assert_eq!(
+            won.field("clean"),
+            "false",
+            "the deposed leader never said so"
+        );
+        let grace = about(&capture, "waiting out the grace period", second_pid);
+        assert_eq!(grace.level, Level::INFO);
+        assert_eq!(grace.number("grace_ms"), 400.0);
+        assert_eq!(
+            about(&capture, "leading: the task starts", second_pid).field("clean"),
+            "false"
+        );
+
+        second.step_down().await;
+        first.step_down().await;
+        assert_eq!(capture.events("leadership lost").len(), 1);
+    });
+}
