@@ -384,16 +384,14 @@ async fn campaign<F, Fut>(
         }
         term.elected.leads(&term.id);
         status.send_replace(Status::Leading { clean: term.clean });
-        let mut running = Some(tokio::spawn(task()));
+        let mut running = Running(tokio::spawn(task()));
         let ended = match race(term.lost(leader.heartbeat), &mut stop).await {
             First(lost) => Err(lost),
             Second(_) => Ok(()),
         };
         // The task goes first, whatever happened: no leader's task outlives its leadership.
-        if let Some(running) = running.take() {
-            running.abort();
-            let _ = running.await;
-        }
+        running.0.abort();
+        let _ = (&mut running.0).await;
         match ended {
             Ok(()) => {
                 term.step_down().await;
@@ -406,6 +404,16 @@ async fn campaign<F, Fut>(
         }
     }
     status.send_replace(Status::Stopped);
+}
+
+/// The leader's task, aborted when this is dropped: also when the campaign itself is dropped
+/// (its `Leadership` was), since a dropped `JoinHandle` would let the task run on.
+struct Running(JoinHandle<()>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One term of leadership: the connection holding the lock.
