@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::advisory::{beat, bind_key};
 use crate::race::{Either::*, race};
+use crate::telemetry::{self, Elected};
 use crate::{AdvisoryKey, Error, LockId};
 
 /// Start building a leader election on `id` (a string, hashed as django-pglock hashes it, an
@@ -159,7 +160,7 @@ impl Leader {
     {
         let (status, watching) = watch::channel(Status::Campaigning);
         let (stop, stopped) = oneshot::channel();
-        let waiting = Waiting::default();
+        let waiting = Waiting::new(self.id.clone());
         let campaign = tokio::spawn(campaign(
             self,
             pool.clone(),
@@ -192,38 +193,56 @@ pub struct Leadership {
 /// waiting backend's pid. A campaign stopped mid-wait must end that wait on the server, or the
 /// lock would be granted to a connection nobody uses (sqlx returns a listener's connection to
 /// its pool after `UNLISTEN`, which runs once the wait ends).
-#[derive(Clone, Default)]
-struct Waiting(Arc<Mutex<Option<(PgPool, i32)>>>);
+#[derive(Clone)]
+struct Waiting {
+    /// The lock waited for, to report a wait that could not be ended.
+    lock: LockId,
+    on: Arc<Mutex<Option<(PgPool, i32)>>>,
+}
 
 impl Waiting {
+    fn new(lock: LockId) -> Self {
+        Waiting {
+            lock,
+            on: Arc::default(),
+        }
+    }
+
     fn set(&self, pool: &PgPool, pid: i32) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((pool.clone(), pid));
+        *self.on.lock().unwrap_or_else(PoisonError::into_inner) = Some((pool.clone(), pid));
     }
 
     fn clear(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// End the wait, if one is under way: cancel its statement from a connection of its own,
     /// and close its pool (which closes the connection once sqlx has done with it).
     async fn abandon(&self) {
-        let Some((pool, pid)) = self.0.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+        let Some((pool, pid)) = self
+            .on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
             return;
         };
-        match PgConnection::connect_with(&pool.connect_options()).await {
+        let cancelled = match PgConnection::connect_with(&pool.connect_options()).await {
             Ok(mut conn) => {
                 let cancelled = sqlx::query("SELECT pg_cancel_backend($1)")
                     .bind(pid)
                     .execute(&mut conn)
                     .await;
-                if let Err(error) = cancelled {
-                    tracing::warn!(%error, "pglock: leader election: could not cancel an abandoned wait");
-                }
                 let _ = conn.close().await;
+                cancelled.map(drop)
             }
-            Err(error) => {
-                tracing::warn!(%error, "pglock: leader election: could not cancel an abandoned wait")
-            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = cancelled {
+            telemetry::wait_not_cancelled(&self.lock, pid, &error);
         }
         pool.close().await;
     }
@@ -321,9 +340,11 @@ async fn campaign<F, Fut>(
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    // Since when this process campaigns: since it began, or since its last term ended.
+    let mut campaigning = Instant::now();
     loop {
         status.send_replace(Status::Campaigning);
-        let term = match race(elect(&leader, &pool, &waiting), &mut stop).await {
+        let term = match race(elect(&leader, &pool, &waiting, campaigning), &mut stop).await {
             First(term) => term,
             Second(_) => {
                 waiting.abandon().await;
@@ -333,7 +354,7 @@ async fn campaign<F, Fut>(
         let mut term = match term {
             Ok(term) => term,
             Err(error) => {
-                tracing::warn!(lock = %leader.id, %error, "pglock: leader election: campaigning failed; retrying");
+                telemetry::campaign_failed(&leader.id, &error, leader.heartbeat);
                 match race(tokio::time::sleep(leader.heartbeat), &mut stop).await {
                     First(()) => continue,
                     Second(_) => break,
@@ -343,6 +364,7 @@ async fn campaign<F, Fut>(
         if !term.clean {
             status.send_replace(Status::Waiting);
             let grace = leader.grace_period();
+            term.elected.waits_out(&term.id, grace);
             let waited = match race(term.watch(leader.heartbeat, grace), &mut stop).await {
                 First(watched) => Some(watched),
                 Second(_) => None,
@@ -350,7 +372,8 @@ async fn campaign<F, Fut>(
             match waited {
                 Some(Ok(())) => {}
                 Some(Err(error)) => {
-                    tracing::warn!(lock = %leader.id, %error, "pglock: leader election: lost the lock during the grace period");
+                    term.elected.lost(&term.id, &error);
+                    campaigning = Instant::now();
                     continue;
                 }
                 None => {
@@ -359,29 +382,38 @@ async fn campaign<F, Fut>(
                 }
             }
         }
+        term.elected.leads(&term.id);
         status.send_replace(Status::Leading { clean: term.clean });
-        let mut running = Some(tokio::spawn(task()));
-        let ended = match race(term.watch(leader.heartbeat, Duration::MAX), &mut stop).await {
+        let mut running = Running(tokio::spawn(task()));
+        let ended = match race(term.lost(leader.heartbeat), &mut stop).await {
             First(lost) => Err(lost),
             Second(_) => Ok(()),
         };
         // The task goes first, whatever happened: no leader's task outlives its leadership.
-        if let Some(running) = running.take() {
-            running.abort();
-            let _ = running.await;
-        }
+        running.0.abort();
+        let _ = (&mut running.0).await;
         match ended {
             Ok(()) => {
                 term.step_down().await;
                 break;
             }
             Err(lost) => {
-                let error = lost.err();
-                tracing::warn!(lock = %leader.id, error = ?error, "pglock: leader election: leadership lost; campaigning again");
+                term.elected.lost(&term.id, &lost);
+                campaigning = Instant::now();
             }
         }
     }
     status.send_replace(Status::Stopped);
+}
+
+/// The leader's task, aborted when this is dropped: also when the campaign itself is dropped
+/// (its `Leadership` was), since a dropped `JoinHandle` would let the task run on.
+struct Running(JoinHandle<()>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One term of leadership: the connection holding the lock.
@@ -394,10 +426,18 @@ struct Term {
     pid: i32,
     /// Whether the previous leader handed over cleanly.
     clean: bool,
+    /// What the term's events and metrics say about it.
+    elected: Elected,
 }
 
 /// Connect, listen for hand-overs, wait for the lock, and read how the previous leader left.
-async fn elect(leader: &Leader, pool: &PgPool, waiting: &Waiting) -> Result<Term, Error> {
+/// `campaigning` is when this process began campaigning for the term.
+async fn elect(
+    leader: &Leader,
+    pool: &PgPool,
+    waiting: &Waiting,
+    campaigning: Instant,
+) -> Result<Term, Error> {
     let key = leader.id.key();
     let channel = channel(key);
     // A pool of one connection of its own: outside the caller's pool's count, and closed with
@@ -470,6 +510,7 @@ async fn elect(leader: &Leader, pool: &PgPool, waiting: &Waiting) -> Result<Term
         id: leader.id.clone(),
         pid,
         clean,
+        elected: Elected::won(&leader.id, pid, clean, campaigning.elapsed()),
     })
 }
 
@@ -527,22 +568,32 @@ impl Term {
         }
     }
 
+    /// Check the session every `every` until a check fails: the loss.
+    async fn lost(&mut self, every: Duration) -> Error {
+        loop {
+            // Without a deadline, the watch ends only with a loss.
+            if let Err(lost) = self.watch(every, Duration::MAX).await {
+                return lost;
+            }
+        }
+    }
+
     /// Say this leader's task has stopped, then release the lock.
     async fn step_down(mut self) {
         let said = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel(self.key))
             .bind(format!("down:{}", self.pid))
             .execute(&mut self.listener)
-            .await;
+            .await
+            .map(drop);
         let statement = match self.key {
             AdvisoryKey::BigInt(_) => "SELECT pg_advisory_unlock($1)",
             AdvisoryKey::Pair(..) => "SELECT pg_advisory_unlock($1, $2)",
         };
         let unlocked = bind_key(sqlx::query(AssertSqlSafe(statement)), self.key)
             .execute(&mut self.listener)
-            .await;
-        if let Err(error) = said.and(unlocked) {
-            tracing::warn!(lock = %self.id, %error, "pglock: leader election: stepping down cleanly failed; the lock goes with the session");
-        }
+            .await
+            .map(drop);
+        self.elected.stepped_down(&self.id, &said, &unlocked);
     }
 }

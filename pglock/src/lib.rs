@@ -130,6 +130,20 @@
 //! | `lock not held when released` | WARN | `lock`, `xact`, `held_ms` |
 //! | `lock not released: its connection now runs on another server session` | WARN | `lock`, `xact`, `held_ms`, `pid`, `now_on` |
 //! | `releasing a lock failed` | WARN | `lock`, `xact`, `held_ms`, `error` |
+//! | `lock held past its body for min_hold, in the background` | DEBUG | `lock`, `xact`, `held_ms` (the body's run), `left_ms` (the hold left), `min_hold_ms` |
+//! | `lock released at the end of its min_hold` | DEBUG | `lock`, `xact`, `held_ms`, `lingered_ms` (held in the background) |
+//! | `lock released before the end of its min_hold: pglock::drain() was called` | INFO | `lock`, `xact`, `held_ms`, `lingered_ms` |
+//! | `lock lost during its min_hold: the heartbeat found its session gone` | ERROR | `lock`, `xact`, `held_ms`, `lingered_ms`, `heartbeat_ms`, `error` |
+//! | `lock lost: its session was gone when its min_hold ended` / `lock not held at the end of its min_hold` / `releasing a lock at the end of its min_hold failed` | ERROR / WARN / WARN | `lock`, `xact`, `held_ms`, `lingered_ms`, `error` (not when not held) |
+//! | `leadership won` | INFO | `lock`, `pid` (the session holding it), `clean` (the previous leader stepped down and said so), `campaigned_ms` (since campaigning began, or the last term ended) |
+//! | `waiting out the grace period before leading` (after an unclean hand-over) | INFO | `lock`, `pid`, `grace_ms` |
+//! | `leading: the task starts` | DEBUG | `lock`, `pid`, `clean` |
+//! | `leadership lost: its session is gone; the task is dropped, campaigning again` | ERROR | `lock`, `pid`, `led_ms`, `error` |
+//! | `leadership lost during the grace period, before the task started` | WARN | `lock`, `pid`, `error` |
+//! | `stepped down: the next leader starts at once` | INFO | `lock`, `pid`, `led_ms` (`0` during the grace period), `notified` (the candidates were told) |
+//! | `stepping down cleanly failed; the lock goes with the session` | WARN | `lock`, `pid`, `led_ms`, `notified`, `error` |
+//! | `campaigning for leadership failed; retrying` | WARN | `lock`, `retry_ms`, `error` |
+//! | `could not cancel the abandoned wait of a stopped campaign for leadership` | WARN | `lock`, `pid`, `error` |
 //! | `tables locked` / `tables busy` / `table lock timed out` / `... deadlock` | DEBUG / DEBUG / INFO / WARN | `tables`, `mode`, `waited_ms` |
 //! | `lock_timeout set` / `lock_timeout restored` | DEBUG | `lock_timeout` (ms, `0` = none), `previous`, `local` |
 //! | `prioritize signalled a session blocking its scope` | INFO | `protected`, `signal` (`terminate`/`cancel`), `victim_pid`, `application_name`, `state`, `duration_ms` (its transaction's, else its statement's age), `query` (its first 200 characters) |
@@ -137,6 +151,9 @@
 //! `lock` is the lock's name (the string, or the integers written out), `function` the
 //! attribute's function path (or [`Advisory::function`]), `wait` one of `server_default`,
 //! `forever`, `nowait` or a limit such as `5s`; `*_ms` fields are milliseconds as `f64`.
+//! A lock kept for [`min_hold`](Advisory::min_hold) reports its release (or loss) once, with
+//! the min_hold events rather than `lock released`, in its scope's span. A leader's events come
+//! from its campaign's task, outside any span; `pid` is the backend holding the election's lock.
 //! A skip does not name the session holding the lock: the acquiring statement does not learn
 //! it, and asking `pg_locks` would cost a round trip on every skip; [`locks()`] and the
 //! `pglock` command tell who holds it. prioritize's `query` is the victim's SQL text as
@@ -158,9 +175,14 @@
 //! | `pglock_locks_held` | gauge | `kind`, `function` |
 //! | `pglock_lost_total` | counter | `kind`, `function` |
 //! | `pglock_prioritize_signals_total` | counter | `signal` |
+//! | `pglock_leader_elections_total` | counter | `clean` (`true`, `false`) |
+//! | `pglock_leader_lost_total` | counter | none |
+//! | `pglock_leading` | gauge (leaderships whose task runs here) | none |
 //!
 //! `kind` is `session` or `xact`; `function` is the attribute's function path (empty for
-//! runtime calls without [`Advisory::function`]). The lock's own name is not a label unless
+//! runtime calls without [`Advisory::function`]). A lock kept for `min_hold` stays in
+//! `pglock_locks_held` until the background task has released it. The lock's own name is not a
+//! label (of any metric, the leader's included) unless
 //! `pglock::telemetry::set_lock_labels(true)` says so: names such as `tenant-{id}` would make
 //! one time series per tenant, without bound. `tests/examples/metrics.rs` serves them to
 //! Prometheus with `metrics-exporter-prometheus`.

@@ -6,8 +6,8 @@
 //! whose fields are evaluated only once a subscriber has said it wants the event (a load of the
 //! callsite's cached interest otherwise); field values are references formatted lazily (`%`),
 //! never `format!`ed up front, and no event sends a statement. The only work done regardless is
-//! reading the clock around an acquisition and a hold, which the `waited_ms` and `held_ms`
-//! fields (and the histograms) need.
+//! reading the clock around an acquisition, a hold and a leader's campaign and term, which the
+//! `*_ms` fields (and the histograms) need.
 //!
 //! Metrics go through the [`metrics`](https://docs.rs/metrics) facade, behind the `metrics`
 //! feature: with it off, none of this module's metric code is compiled.
@@ -40,8 +40,18 @@ pub mod names {
     pub const WAIT_SECONDS: &str = "pglock_wait_seconds";
     /// Histogram, in seconds: how long locks were held, labelled by `kind` and `function`.
     pub const HOLD_SECONDS: &str = "pglock_hold_seconds";
-    /// Gauge: advisory locks this process holds now, labelled by `kind` and `function`.
+    /// Gauge: advisory locks this process holds now, labelled by `kind` and `function`. A lock
+    /// kept past its body for `min_hold` counts until it is really released.
     pub const LOCKS_HELD: &str = "pglock_locks_held";
+    /// Counter: leader elections this process won, labelled by `clean` (`true` when the
+    /// previous leader stepped down and said so, `false` after a grace period).
+    pub const LEADER_ELECTIONS: &str = "pglock_leader_elections_total";
+    /// Counter: leaderships this process lost with their session (while leading, or during
+    /// the grace period before it).
+    pub const LEADER_LOST: &str = "pglock_leader_lost_total";
+    /// Gauge: leaderships this process holds now with their task running (`1` on the leader
+    /// of one election, `0` elsewhere).
+    pub const LEADING: &str = "pglock_leading";
 }
 
 /// Label each metric with the lock's name too (a `lock` label), or stop doing so; off by
@@ -272,6 +282,88 @@ impl Drop for Holding {
     }
 }
 
+/// A lock kept past its scope's body for `min_hold` by a background task: what its events and
+/// metrics say about it. It carries the lock's [`Holding`], so the lock stays in the
+/// `pglock_locks_held` gauge, and its hold is timed, until it is really released.
+pub(crate) struct Lingering {
+    /// `None` only for a lock whose hold was reported already (never, while it lingers).
+    holding: Option<Holding>,
+    xact: bool,
+    /// How long the lock was held before it began to linger: its body's run.
+    before: Duration,
+    /// When it began to linger.
+    since: Instant,
+}
+
+impl Lingering {
+    /// The lock, held for `held` so far, is kept in the background for `left` more.
+    pub(crate) fn start(
+        lock: &LockId,
+        xact: bool,
+        holding: Option<Holding>,
+        held: Duration,
+        left: Duration,
+    ) -> Self {
+        let (held_ms, left_ms, min_hold_ms) = (ms(held), ms(left), ms(held + left));
+        tracing::debug!(target: "pglock", %lock, xact, held_ms, left_ms, min_hold_ms, "lock held past its body for min_hold, in the background");
+        Lingering {
+            holding,
+            xact,
+            before: held,
+            since: Instant::now(),
+        }
+    }
+
+    /// The lock was released with `ended`: at the end of the hold, or before it if `drained`.
+    pub(crate) fn ended(self, lock: &LockId, drained: bool, ended: &Result<(), Error>) {
+        let lingered = self.since.elapsed();
+        let (held_ms, lingered_ms) = (ms(self.before + lingered), ms(lingered));
+        let xact = self.xact;
+        match ended {
+            Ok(()) if drained => {
+                tracing::info!(target: "pglock", %lock, xact, held_ms, lingered_ms, "lock released before the end of its min_hold: pglock::drain() was called");
+            }
+            Ok(()) => {
+                tracing::debug!(target: "pglock", %lock, xact, held_ms, lingered_ms, "lock released at the end of its min_hold");
+            }
+            Err(Error::Lost { source, .. }) => {
+                tracing::error!(target: "pglock", %lock, xact, held_ms, lingered_ms, error = %source, "lock lost: its session was gone when its min_hold ended");
+                self.count_lost();
+            }
+            Err(Error::NotHeld { .. }) => {
+                tracing::warn!(target: "pglock", %lock, xact, held_ms, lingered_ms, "lock not held at the end of its min_hold: something else unlocked it");
+                self.count_lost();
+            }
+            Err(error) => {
+                tracing::warn!(target: "pglock", %lock, xact, held_ms, lingered_ms, %error, "releasing a lock at the end of its min_hold failed");
+            }
+        }
+        self.record_hold();
+    }
+
+    /// The heartbeat (checking every `every`) found the lock's session gone during the hold.
+    pub(crate) fn lost(self, lock: &LockId, every: Duration, source: &sqlx::Error) {
+        let lingered = self.since.elapsed();
+        let (held_ms, lingered_ms, heartbeat_ms) =
+            (ms(self.before + lingered), ms(lingered), ms(every));
+        tracing::error!(target: "pglock", %lock, xact = self.xact, held_ms, lingered_ms, heartbeat_ms, error = %source, "lock lost during its min_hold: the heartbeat found its session gone");
+        self.count_lost();
+        self.record_hold();
+    }
+
+    fn count_lost(&self) {
+        if let Some(holding) = &self.holding {
+            holding.count_lost();
+        }
+    }
+
+    fn record_hold(&self) {
+        if let Some(holding) = &self.holding {
+            holding.record_hold();
+        }
+    }
+}
+
 /// A scope's function returned its "skipped" value (or `try_scope`/`try_run` returned
 /// `Ok(None)`): the lock was held elsewhere.
 ///
@@ -374,6 +466,117 @@ pub(crate) fn signalled(protected: i32, signal: crate::Signal, dry_run: bool, vi
     }
 }
 
+/// A campaign in a leader election won the lock: what the events and metrics of its term say
+/// about it. While its task runs, it counts in the `pglock_leading` gauge.
+pub(crate) struct Elected {
+    /// The session holding the lock.
+    pid: i32,
+    clean: bool,
+    /// When the task started, once it has.
+    leading: Option<Instant>,
+    #[cfg(feature = "metrics")]
+    labels: Vec<metrics::Label>,
+}
+
+impl Elected {
+    /// The session `pid` was granted `lock` after campaigning for `campaigned`; `clean` says
+    /// whether the previous leader handed over cleanly.
+    pub(crate) fn won(lock: &LockId, pid: i32, clean: bool, campaigned: Duration) -> Self {
+        let campaigned_ms = ms(campaigned);
+        tracing::info!(target: "pglock", %lock, pid, clean, campaigned_ms, "leadership won");
+        #[cfg(feature = "metrics")]
+        let labels = metered::leader_labels(lock);
+        #[cfg(feature = "metrics")]
+        metered::elected(&labels, clean);
+        Elected {
+            pid,
+            clean,
+            leading: None,
+            #[cfg(feature = "metrics")]
+            labels,
+        }
+    }
+
+    /// The previous leader did not hand over cleanly: its task may still run for `grace`.
+    pub(crate) fn waits_out(&self, lock: &LockId, grace: Duration) {
+        let grace_ms = ms(grace);
+        tracing::info!(target: "pglock", %lock, pid = self.pid, grace_ms, "waiting out the grace period before leading: the previous leader did not hand over cleanly");
+    }
+
+    /// The leader's task starts.
+    pub(crate) fn leads(&mut self, lock: &LockId) {
+        tracing::debug!(target: "pglock", %lock, pid = self.pid, clean = self.clean, "leading: the task starts");
+        self.leading = Some(Instant::now());
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(names::LEADING, self.labels.iter()).increment(1.0);
+    }
+
+    /// The heartbeat found the session holding the lock gone: the task (if it ran) is dropped,
+    /// and the campaign goes on.
+    pub(crate) fn lost(&mut self, lock: &LockId, error: &Error) {
+        let pid = self.pid;
+        match self.stop_leading() {
+            Some(led) => {
+                let led_ms = ms(led);
+                tracing::error!(target: "pglock", %lock, pid, led_ms, %error, "leadership lost: its session is gone; the task is dropped, campaigning again");
+            }
+            None => {
+                tracing::warn!(target: "pglock", %lock, pid, %error, "leadership lost during the grace period, before the task started; campaigning again");
+            }
+        }
+        #[cfg(feature = "metrics")]
+        metrics::counter!(names::LEADER_LOST, self.labels.iter()).increment(1);
+    }
+
+    /// The leader stepped down: the task was dropped, the other candidates told (if `told` is
+    /// `Ok`) and the lock released (if `unlocked` is).
+    pub(crate) fn stepped_down(
+        &mut self,
+        lock: &LockId,
+        told: &Result<(), sqlx::Error>,
+        unlocked: &Result<(), sqlx::Error>,
+    ) {
+        let (pid, notified) = (self.pid, told.is_ok());
+        let led_ms = self.stop_leading().map_or(0.0, ms);
+        match told.as_ref().and(unlocked.as_ref()) {
+            Ok(_) => {
+                tracing::info!(target: "pglock", %lock, pid, led_ms, notified, "stepped down: the next leader starts at once");
+            }
+            Err(error) => {
+                tracing::warn!(target: "pglock", %lock, pid, led_ms, notified, %error, "stepping down cleanly failed; the lock goes with the session");
+            }
+        }
+    }
+
+    /// The task no longer runs: how long it ran, if it did.
+    fn stop_leading(&mut self) -> Option<Duration> {
+        let since = self.leading.take()?;
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(names::LEADING, self.labels.iter()).decrement(1.0);
+        Some(since.elapsed())
+    }
+}
+
+impl Drop for Elected {
+    /// A term dropped without an end reported (its campaign was aborted) stops leading too.
+    fn drop(&mut self) {
+        self.stop_leading();
+    }
+}
+
+/// Campaigning for `lock` failed (connecting, listening, or waiting for the lock): the
+/// campaign tries again in `retry`.
+pub(crate) fn campaign_failed(lock: &LockId, error: &Error, retry: Duration) {
+    let retry_ms = ms(retry);
+    tracing::warn!(target: "pglock", %lock, retry_ms, %error, "campaigning for leadership failed; retrying");
+}
+
+/// A campaign stopped while its session `pid` waited for `lock`, and that wait could not be
+/// cancelled: the lock may be granted to a session nobody uses until its pool closes it.
+pub(crate) fn wait_not_cancelled(lock: &LockId, pid: i32, error: &sqlx::Error) {
+    tracing::warn!(target: "pglock", %lock, pid, %error, "could not cancel the abandoned wait of a stopped campaign for leadership");
+}
+
 #[cfg(feature = "metrics")]
 mod metered {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -409,5 +612,21 @@ mod metered {
 
     pub(super) fn held(labels: &[Label], delta: f64) {
         metrics::gauge!(names::LOCKS_HELD, labels.iter()).increment(delta);
+    }
+
+    /// The labels of a leader election's metrics: none, unless lock labels are on.
+    pub(super) fn leader_labels(lock: &LockId) -> Vec<Label> {
+        if LOCK_LABELS.load(Ordering::Relaxed) {
+            vec![Label::new("lock", lock.name().to_owned())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub(super) fn elected(labels: &[Label], clean: bool) {
+        let clean = if clean { "true" } else { "false" };
+        let mut labels = labels.to_vec();
+        labels.push(Label::new("clean", clean));
+        metrics::counter!(names::LEADER_ELECTIONS, labels).increment(1);
     }
 }

@@ -254,3 +254,22 @@ async fn a_candidate_stopped_while_waiting_is_never_granted_the_lock() {
     );
     drop((first_pool, second_pool));
 }
+
+/// Dropping a `Leadership` stops campaigning abruptly, and its task with it: a task that
+/// outlived its leadership would run beside the next leader's once the grace period is over.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_leadership_drops_its_task() {
+    let db = TestDb::new().await;
+    let running = Running::default();
+    let leadership = candidate(&db, "dropped-leadership", &running).await;
+    common::eventually(Duration::from_secs(20), "the task runs", async || {
+        running.now.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(leadership.is_leader());
+    drop(leadership);
+    common::eventually(Duration::from_secs(5), "the task is dropped", async || {
+        running.now.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}

@@ -275,6 +275,111 @@ async fn every_outcome_is_counted_and_timed_with_bounded_labels() {
     let signals = [("signal", "terminate")];
     assert_eq!(counter(&metrics, names::PRIORITIZE_SIGNALS, &signals), 1);
 
+    // min_hold: a lock kept past its body counts as held, and its hold is timed, until it is
+    // really released by the background task; the gauge comes back to 0 only then.
+    let pool = db.pool_with(2).await;
+    for (kind, function) in [
+        ("session", "metrics::linger"),
+        ("xact", "metrics::linger_xact"),
+    ] {
+        let job = advisory("lingering")
+            .function(function)
+            .min_hold(Duration::from_millis(600));
+        let job = if kind == "xact" { job.xact() } else { job };
+        let started = std::time::Instant::now();
+        job.run(&pool, async { Ok::<_, Error>(()) }).await.unwrap();
+        let labels = [("function", function), ("kind", kind)];
+        let metrics = recorded.read();
+        assert_eq!(
+            gauge(&metrics, names::LOCKS_HELD, &labels),
+            1.0,
+            "{kind}: held in the background after the call returned"
+        );
+        assert!(
+            metrics
+                .iter()
+                .all(|metric| !(metric.name == names::HOLD_SECONDS
+                    && metric
+                        .labels
+                        .contains(&("function".into(), function.into())))),
+            "{kind}: no hold timed before the release"
+        );
+        assert_eq!(common::locks_on(db.pool(), "lingering").await.len(), 1);
+        common::eventually(
+            Duration::from_secs(10),
+            "the gauge comes back to 0",
+            async || gauge(&recorded.read(), names::LOCKS_HELD, &labels) == 0.0,
+        )
+        .await;
+        assert!(
+            common::locks_on(db.pool(), "lingering").await.is_empty(),
+            "{kind}: out of the gauge only once released"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        let holds = histogram(&recorded.read(), names::HOLD_SECONDS, &labels);
+        assert!(holds.len() == 1 && holds[0] >= 0.6, "{kind}: {holds:?}");
+    }
+
+    // Leader elections: won (clean or not), leading, lost.
+    let (first_pool, second_pool) = (db.pool_with(1).await, db.pool_with(1).await);
+    let first = pglock::leader("metrics-leader")
+        .heartbeat(Duration::from_millis(100))
+        .run(&first_pool, std::future::pending);
+    until_leading(&first).await;
+    let metrics = recorded.read();
+    assert_eq!(gauge(&metrics, names::LEADING, &[]), 1.0);
+    let unclean = [("clean", "false")];
+    assert_eq!(counter(&metrics, names::LEADER_ELECTIONS, &unclean), 1);
+    let election = find(&metrics, names::LEADER_ELECTIONS, &unclean);
+    assert_eq!(election.labels.len(), 1, "no per-lock label by default");
+
+    let second = pglock::leader("metrics-leader")
+        .heartbeat(Duration::from_millis(100))
+        .run(&second_pool, std::future::pending);
+    common::until_someone_waits(db.pool(), "metrics-leader").await;
+    first.step_down().await;
+    until_leading(&second).await;
+    let metrics = recorded.read();
+    assert_eq!(
+        counter(&metrics, names::LEADER_ELECTIONS, &[("clean", "true")]),
+        1
+    );
+    assert_eq!(
+        gauge(&metrics, names::LEADING, &[]),
+        1.0,
+        "one leader at a time"
+    );
+
+    let leader = common::holder_of(db.pool(), "metrics-leader").await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(leader)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(10), "the loss is counted", async || {
+        recorded
+            .read()
+            .iter()
+            .any(|metric| metric.name == names::LEADER_LOST)
+    })
+    .await;
+    let metrics = recorded.read();
+    assert_eq!(counter(&metrics, names::LEADER_LOST, &[]), 1);
+    assert_eq!(
+        gauge(&metrics, names::LEADING, &[]),
+        0.0,
+        "lost, so not leading"
+    );
+    // Alone, it is elected again, and leads after the grace period.
+    common::eventually(Duration::from_secs(10), "elected again", async || {
+        counter(&recorded.read(), names::LEADER_ELECTIONS, &unclean) == 2
+    })
+    .await;
+    until_leading(&second).await;
+    assert_eq!(gauge(&recorded.read(), names::LEADING, &[]), 1.0);
+    second.step_down().await;
+    assert_eq!(gauge(&recorded.read(), names::LEADING, &[]), 0.0);
+
     // Per-lock labels, once opted into.
     pglock::telemetry::set_lock_labels(true);
     advisory("tenant-42")
@@ -288,4 +393,16 @@ async fn every_outcome_is_counted_and_timed_with_bounded_labels() {
     let metrics = recorded.read();
     let tenant = [("lock", "tenant-42"), ("outcome", "acquired")];
     assert_eq!(counter(&metrics, names::ACQUISITIONS, &tenant), 1);
+}
+
+/// Wait until `leadership` leads.
+async fn until_leading(leadership: &pglock::Leadership) {
+    let mut status = leadership.watch();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|status| matches!(status, pglock::Status::Leading { .. })),
+    )
+    .await
+    .expect("elected within 20 s")
+    .unwrap();
 }

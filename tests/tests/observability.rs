@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::exec;
+use common::{advisory_locks, eventually, exec, holder_of};
 use pglock::{Error, advisory};
 use pglock_tests::{PrivateCluster, TestDb};
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -343,27 +343,6 @@ fn a_lock_on_a_standby_is_refused_with_a_warning() {
     });
 }
 
-/// The backend pid holding `id`, once it is held.
-async fn holder_of(observer: &PgPool, id: &str) -> i32 {
-    let (classid, objid) = pglock::advisory_id(id);
-    for _ in 0..1000 {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND classid = $1::int8::oid AND objid = $2::int8::oid",
-        )
-        .bind(i64::from(classid))
-        .bind(i64::from(objid))
-        .fetch_optional(observer)
-        .await
-        .unwrap();
-        if let Some(pid) = pid {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the lock {id} was never taken")
-}
-
 #[test]
 fn a_lost_lock_is_an_error_after_a_failed_heartbeat() {
     runtime().block_on(async {
@@ -478,5 +457,297 @@ fn prioritize_reports_each_session_it_signals() {
         assert!(event.field("query").contains("the report"), "{event:?}");
         assert_eq!(event.spans.last().unwrap().0, "pglock::prioritize");
         drop(report);
+    });
+}
+
+/// Serializes the tests below that keep locks for `min_hold`: `pglock::drain()` releases every
+/// lingering lock of the process, and `cargo test` runs a binary's tests as threads of one.
+static LINGERING: Mutex<()> = Mutex::new(());
+
+fn one_lingering_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    LINGERING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Wait for the one event whose message contains `text`, for lock `lock`.
+async fn until_reported(capture: &Capture, text: &str, lock: &str) -> Captured {
+    eventually(Duration::from_secs(20), text, async || {
+        capture
+            .events(text)
+            .iter()
+            .any(|event| event.fields.get("lock").is_some_and(|name| name == lock))
+    })
+    .await;
+    capture.one(text, lock)
+}
+
+#[test]
+fn min_hold_reports_the_lock_kept_in_the_background_and_its_release_at_the_end() {
+    let _one = one_lingering_test_at_a_time();
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let pool = db.pool_with(2).await;
+        for (lock, xact) in [("hold-session", false), ("hold-xact", true)] {
+            let job = advisory(lock)
+                .function("jobs::tick")
+                .min_hold(Duration::from_millis(600));
+            let job = if xact { job.xact() } else { job };
+            job.run(&pool, async { Ok::<_, Error>(()) }).await.unwrap();
+            let held = capture.one("lock held past its body for min_hold", lock);
+            assert_eq!(held.level, Level::DEBUG);
+            assert_eq!(held.field("xact"), xact.to_string());
+            assert_eq!(held.number("min_hold_ms"), 600.0, "{held:?}");
+            let left = held.number("left_ms");
+            assert!(left > 0.0 && left <= 600.0, "{held:?}");
+            assert!(
+                (held.number("held_ms") + left - 600.0).abs() < 1e-6,
+                "{held:?}"
+            );
+            assert_eq!(held.spans[0].0, "pglock::advisory");
+            assert!(
+                capture
+                    .events("lock released at the end of its min_hold")
+                    .iter()
+                    .all(|event| event.field("lock") != lock),
+                "not released when the call returns"
+            );
+            assert_eq!(advisory_locks(db.pool()).await.len(), 1, "still held");
+
+            let released =
+                until_reported(&capture, "lock released at the end of its min_hold", lock).await;
+            assert_eq!(released.level, Level::DEBUG);
+            assert_eq!(released.field("xact"), xact.to_string());
+            assert!(released.number("held_ms") >= 600.0, "{released:?}");
+            let lingered = released.number("lingered_ms");
+            assert!(
+                lingered > 0.0 && lingered <= released.number("held_ms"),
+                "{released:?}"
+            );
+            // Reported in the lock's scope's span, which names the function.
+            assert_eq!(released.spans[0].0, "pglock::advisory");
+            assert_eq!(released.spans[0].1["function"], "jobs::tick");
+            assert!(advisory_locks(db.pool()).await.is_empty());
+            // One report of the release: the generic one is not sent too.
+            assert!(
+                capture
+                    .events("lock released")
+                    .iter()
+                    .all(|event| event.field("lock") != lock || event.message.contains("min_hold")),
+                "{:#?}",
+                capture.events("lock released")
+            );
+        }
+    });
+}
+
+#[test]
+fn drain_reports_the_lingering_locks_it_released_early() {
+    let _one = one_lingering_test_at_a_time();
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let pool = db.pool_with(2).await;
+        advisory("drained")
+            .min_hold(Duration::from_secs(60))
+            .run(&pool, async { Ok::<_, Error>(()) })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pglock::drain().await;
+        let released = capture.one("lock released before the end of its min_hold", "drained");
+        assert_eq!(released.level, Level::INFO);
+        assert!(released.message.contains("drain"), "{released:?}");
+        let lingered = released.number("lingered_ms");
+        assert!((50.0..60_000.0).contains(&lingered), "{released:?}");
+        assert!(capture.events("at the end of its min_hold").is_empty());
+        assert!(advisory_locks(db.pool()).await.is_empty());
+    });
+}
+
+#[test]
+fn a_lingering_lock_lost_with_its_session_is_an_error() {
+    let _one = one_lingering_test_at_a_time();
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let pool = db.pool_with(2).await;
+        advisory("lingering-lost")
+            .min_hold(Duration::from_secs(60))
+            .heartbeat(Duration::from_millis(100))
+            .run(&pool, async { Ok::<_, Error>(()) })
+            .await
+            .unwrap();
+        let holder = holder_of(db.pool(), "lingering-lost").await;
+        exec_pid(db.pool(), "pg_terminate_backend", holder).await;
+
+        let lost =
+            until_reported(&capture, "lock lost during its min_hold", "lingering-lost").await;
+        assert_eq!(lost.level, Level::ERROR);
+        assert_eq!(lost.field("xact"), "false");
+        assert_eq!(lost.number("heartbeat_ms"), 100.0);
+        let lingered = lost.number("lingered_ms");
+        assert!(lingered > 0.0 && lingered < 60_000.0, "{lost:?}");
+        assert!(lost.number("held_ms") >= lingered, "{lost:?}");
+        assert!(!lost.field("error").is_empty());
+        // The task ended with the loss: nothing is left for drain to release or report.
+        pglock::drain().await;
+        assert!(
+            capture.events("min_hold").len() == 2,
+            "{:#?}",
+            capture.events("min_hold")
+        );
+    });
+}
+
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// A leader's task: runs until it is dropped.
+fn lead() -> impl FnMut() -> std::future::Pending<()> + Send + 'static {
+    std::future::pending
+}
+
+/// Wait until `leadership` leads.
+async fn until_leading(leadership: &pglock::Leadership) {
+    let mut status = leadership.watch();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|status| matches!(status, pglock::Status::Leading { .. })),
+    )
+    .await
+    .expect("elected within 20 s")
+    .unwrap();
+}
+
+/// The one event whose message contains `text` about the session `pid`.
+fn about(capture: &Capture, text: &str, pid: i32) -> Captured {
+    let events: Vec<_> = capture
+        .events(text)
+        .into_iter()
+        .filter(|event| event.fields.get("pid") == Some(&pid.to_string()))
+        .collect();
+    assert_eq!(events.len(), 1, "one {text:?} for {pid}: {events:#?}");
+    assert_eq!(events[0].target, "pglock");
+    events.into_iter().next().unwrap()
+}
+
+#[test]
+fn a_leader_reports_its_election_and_a_clean_hand_over_on_stepping_down() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let (first_pool, second_pool) = (db.pool_with(1).await, db.pool_with(1).await);
+        let first = pglock::leader("elected")
+            .heartbeat(HEARTBEAT)
+            .run(&first_pool, lead());
+        until_leading(&first).await;
+        let first_pid = holder_of(db.pool(), "elected").await;
+
+        // The first leader cannot know how a previous one left: it waits out the grace period.
+        let won = about(&capture, "leadership won", first_pid);
+        assert_eq!(won.level, Level::INFO);
+        assert_eq!(won.field("lock"), "elected");
+        assert_eq!(won.field("clean"), "false");
+        assert!(won.number("campaigned_ms") > 0.0, "{won:?}");
+        let grace = about(&capture, "waiting out the grace period", first_pid);
+        assert_eq!(grace.level, Level::INFO);
+        assert_eq!(
+            grace.number("grace_ms"),
+            300.0,
+            "twice the heartbeat plus 100 ms"
+        );
+        let leading = about(&capture, "leading: the task starts", first_pid);
+        assert_eq!(leading.level, Level::DEBUG);
+        assert_eq!(leading.field("clean"), "false");
+
+        let second = pglock::leader("elected")
+            .heartbeat(HEARTBEAT)
+            .run(&second_pool, lead());
+        common::until_someone_waits(db.pool(), "elected").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first.step_down().await;
+        let stepped = about(&capture, "stepped down", first_pid);
+        assert_eq!(stepped.level, Level::INFO);
+        assert_eq!(stepped.field("lock"), "elected");
+        assert_eq!(stepped.field("notified"), "true");
+        assert!(stepped.number("led_ms") >= 100.0, "{stepped:?}");
+
+        until_leading(&second).await;
+        let second_pid = holder_of(db.pool(), "elected").await;
+        assert_ne!(second_pid, first_pid);
+        let won = about(&capture, "leadership won", second_pid);
+        assert_eq!(won.field("clean"), "true");
+        assert!(won.number("campaigned_ms") >= 100.0, "it waited: {won:?}");
+        assert!(
+            capture
+                .events("waiting out the grace period")
+                .iter()
+                .all(|event| event.field("pid") != second_pid.to_string()),
+            "a clean hand-over has no grace period"
+        );
+        assert_eq!(
+            about(&capture, "leading: the task starts", second_pid).field("clean"),
+            "true"
+        );
+        second.step_down().await;
+        assert!(capture.events("leadership lost").is_empty());
+        assert!(
+            capture.events("failed").is_empty(),
+            "{:#?}",
+            capture.events("failed")
+        );
+    });
+}
+
+#[test]
+fn a_leader_whose_session_is_terminated_reports_the_loss_and_its_successor_the_grace_period() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let (first_pool, second_pool) = (db.pool_with(1).await, db.pool_with(1).await);
+        let first = pglock::leader("deposed")
+            .heartbeat(HEARTBEAT)
+            .run(&first_pool, lead());
+        until_leading(&first).await;
+        let second = pglock::leader("deposed")
+            .heartbeat(HEARTBEAT)
+            .grace(Duration::from_millis(400))
+            .run(&second_pool, lead());
+        common::until_someone_waits(db.pool(), "deposed").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let first_pid = holder_of(db.pool(), "deposed").await;
+        exec_pid(db.pool(), "pg_terminate_backend", first_pid).await;
+        let lost = until_reported(&capture, "leadership lost", "deposed").await;
+        assert_eq!(lost.level, Level::ERROR);
+        assert_eq!(lost.field("pid"), first_pid.to_string());
+        assert!(lost.number("led_ms") >= 100.0, "{lost:?}");
+        assert!(!lost.field("error").is_empty(), "{lost:?}");
+
+        until_leading(&second).await;
+        let second_pid = holder_of(db.pool(), "deposed").await;
+        let won = about(&capture, "leadership won", second_pid);
+        assert_eq!(
+            won.field("clean"),
+            "false",
+            "the deposed leader never said so"
+        );
+        let grace = about(&capture, "waiting out the grace period", second_pid);
+        assert_eq!(grace.level, Level::INFO);
+        assert_eq!(grace.number("grace_ms"), 400.0);
+        assert_eq!(
+            about(&capture, "leading: the task starts", second_pid).field("clean"),
+            "false"
+        );
+
+        second.step_down().await;
+        first.step_down().await;
+        assert_eq!(capture.events("leadership lost").len(), 1);
     });
 }

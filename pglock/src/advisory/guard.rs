@@ -61,6 +61,11 @@ impl Forgotten {
             holding.ended(&self.id, ended);
         }
     }
+
+    /// Take over reporting the lock's end (see [`AdvisoryGuard::take_holding`]).
+    pub(super) fn take_holding(&mut self) -> Option<Holding> {
+        self.holding.take()
+    }
 }
 
 impl<'c> AdvisoryGuard<'c> {
@@ -111,6 +116,11 @@ impl<'c> AdvisoryGuard<'c> {
         if let Some(holding) = self.holding.take() {
             holding.lost_by_heartbeat(&self.id, every, source);
         }
+    }
+
+    /// Take over reporting the lock's end: the guard's release and drop no longer report it.
+    pub(super) fn take_holding(&mut self) -> Option<Holding> {
+        self.holding.take()
     }
 
     pub(super) fn set_state(&mut self, state: State) {
@@ -258,7 +268,9 @@ impl<'c> AdvisoryGuard<'c> {
         released
     }
 
-    async fn unlock(&mut self) -> Result<(), Error> {
+    /// Unlock, as [`release`](Self::release) does, without reporting it; dropping the guard
+    /// then gives its connection back (or, if the unlock failed, closes it where pglock owns it).
+    pub(super) async fn unlock(&mut self) -> Result<(), Error> {
         if self.mode.xact {
             self.state = State::Done;
             return Ok(());

@@ -330,9 +330,9 @@ impl AdvisoryHeld {
         }
     }
 
-    /// How much of `min_hold` is left.
-    fn left_to_hold(&self) -> Option<Duration> {
-        let left = self.min_hold?.checked_sub(self.since.elapsed())?;
+    /// How much of `min_hold` is left once the lock was held for `held`.
+    fn left_to_hold(&self, held: Duration) -> Option<Duration> {
+        let left = self.min_hold?.checked_sub(held)?;
         (!left.is_zero()).then_some(left)
     }
 }
@@ -391,24 +391,20 @@ impl Held for AdvisoryHeld {
         if let Some((_, Some(lost))) = self.notify {
             return Err(lost);
         }
-        let left = self.left_to_hold();
+        let held = self.since.elapsed();
+        let left = self.left_to_hold(held);
         let heartbeat = self.heartbeat;
         match (self.on, left) {
             // min_hold: the lock outlives the body in the background, and the call returns.
+            // The lingering task reports the lock's end, and keeps it counted until then.
             (On::Owned(guard), Some(left)) => {
-                let what = format!("lock \"{}\"", guard.id());
-                linger::linger(what, Lingering::Session(guard), left, heartbeat);
+                linger::linger(Lingering::Session(guard), held, left, heartbeat);
                 Ok(())
             }
             (On::OwnedTransaction(conn, lock), Some(left)) => {
-                drop(lock);
-                let (what, commit) = ("a transaction-level lock".to_owned(), !body_failed);
-                linger::linger(
-                    what,
-                    Lingering::Transaction { conn, commit },
-                    left,
-                    heartbeat,
-                );
+                let commit = !body_failed;
+                let lock = Lingering::Transaction { conn, lock, commit };
+                linger::linger(lock, held, left, heartbeat);
                 Ok(())
             }
             (On::Owned(guard), None) => guard.release().await,

@@ -9,21 +9,41 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::guard::AdvisoryGuard;
+use super::guard::{AdvisoryGuard, Forgotten};
 use super::session::{beat, end_transaction};
-use crate::Error;
+use crate::LockId;
 use crate::handle::CloseUnlessKept;
 use crate::race::{Either::*, race};
+use crate::telemetry::{self, Holding};
 
 /// A lock kept past its body.
 pub(super) enum Lingering {
     /// A session-level lock on a connection pglock owns.
     Session(AdvisoryGuard<'static>),
     /// A transaction-level lock in pglock's own transaction, to end with `commit`.
-    Transaction { conn: CloseUnlessKept, commit: bool },
+    Transaction {
+        conn: CloseUnlessKept,
+        lock: Forgotten,
+        commit: bool,
+    },
 }
 
 impl Lingering {
+    fn id(&self) -> &LockId {
+        match self {
+            Lingering::Session(guard) => guard.id(),
+            Lingering::Transaction { lock, .. } => &lock.id,
+        }
+    }
+
+    /// Its hold, which the lingering task reports from now on.
+    fn take_holding(&mut self) -> Option<Holding> {
+        match self {
+            Lingering::Session(guard) => guard.take_holding(),
+            Lingering::Transaction { lock, .. } => lock.take_holding(),
+        }
+    }
+
     fn conn(&mut self) -> &mut PgConnection {
         match self {
             Lingering::Session(guard) => guard,
@@ -31,13 +51,23 @@ impl Lingering {
         }
     }
 
-    async fn end(self) -> Result<(), Error> {
+    /// Release the lock (`drained`: before the hold is over), and report it.
+    async fn end(self, told: telemetry::Lingering, drained: bool) {
         match self {
-            Lingering::Session(guard) => guard.release().await,
-            Lingering::Transaction { mut conn, commit } => {
-                end_transaction(&mut conn, commit).await?;
-                conn.keep();
-                Ok(())
+            Lingering::Session(mut guard) => {
+                let ended = guard.unlock().await;
+                told.ended(guard.id(), drained, &ended);
+            }
+            Lingering::Transaction {
+                mut conn,
+                lock,
+                commit,
+            } => {
+                let ended = end_transaction(&mut conn, commit).await;
+                told.ended(&lock.id, drained, &ended);
+                if ended.is_ok() {
+                    conn.keep();
+                }
             }
         }
     }
@@ -51,8 +81,18 @@ struct Registry {
 
 static LINGERING: Mutex<Option<Registry>> = Mutex::new(None);
 
-/// Keep `lock` for `left`, checking its session every `heartbeat`, then release it.
-pub(super) fn linger(what: String, lock: Lingering, left: Duration, heartbeat: Option<Duration>) {
+/// Keep `lock`, held for `held` so far, for `left` more, checking its session every
+/// `heartbeat`, then release it. The task reports in the current span (the lock's scope's).
+pub(super) fn linger(
+    mut lock: Lingering,
+    held: Duration,
+    left: Duration,
+    heartbeat: Option<Duration>,
+) {
+    let holding = lock.take_holding();
+    let xact = matches!(lock, Lingering::Transaction { .. });
+    let told = telemetry::Lingering::start(lock.id(), xact, holding, held, left);
+    let span = tracing::Span::current();
     let mut registry = LINGERING.lock().unwrap_or_else(PoisonError::into_inner);
     let registry = registry.get_or_insert_with(|| Registry {
         drain: watch::channel(0).0,
@@ -60,37 +100,37 @@ pub(super) fn linger(what: String, lock: Lingering, left: Duration, heartbeat: O
     });
     registry.tasks.retain(|task| !task.is_finished());
     let drained = registry.drain.subscribe();
+    let held_on = hold(lock, told, left, heartbeat, drained);
     registry
         .tasks
-        .push(tokio::spawn(hold(what, lock, left, heartbeat, drained)));
+        .push(tokio::spawn(crate::scope::in_span(span, held_on)));
 }
 
 async fn hold(
-    what: String,
     mut lock: Lingering,
+    told: telemetry::Lingering,
     left: Duration,
     heartbeat: Option<Duration>,
     mut drained: watch::Receiver<u64>,
 ) {
     let until = Instant::now() + left;
     let every = heartbeat.unwrap_or(left);
-    loop {
+    let drained = loop {
         let next = (Instant::now() + every).min(until);
         match race(tokio::time::sleep_until(next), drained.changed()).await {
             // Drained (or the registry is gone): release now.
-            Second(_) => break,
-            First(()) if Instant::now() >= until => break,
+            Second(_) => break true,
+            First(()) if Instant::now() >= until => break false,
             First(()) => {
-                if let Err(error) = beat(lock.conn(), every).await {
-                    tracing::warn!(scope = %what, %error, "pglock: a lock held for min_hold was lost with its session before the hold was over");
+                if let Err(source) = beat(lock.conn(), every).await {
+                    // Dropping the lock closes its connection.
+                    told.lost(lock.id(), every, &source);
                     return;
                 }
             }
         }
-    }
-    if let Err(error) = lock.end().await {
-        tracing::warn!(scope = %what, %error, "pglock: releasing a lock at the end of its min_hold failed");
-    }
+    };
+    lock.end(told, drained).await;
 }
 
 /// Release every lock that is being held past its body for `min_hold` (see

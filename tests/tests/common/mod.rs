@@ -125,6 +125,23 @@ pub async fn until_someone_waits(observer: &PgPool, id: impl Into<LockId>) {
     .await;
 }
 
+/// The backend holding `id` in the current database, once a session holds it.
+pub async fn holder_of(observer: &PgPool, id: impl Into<LockId>) -> i32 {
+    let id = id.into();
+    let start = Instant::now();
+    loop {
+        let locks = locks_on(observer, id.clone()).await;
+        if let Some(row) = locks.iter().find(|row| row.granted) {
+            return row.pid;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no session held {id} within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Whether a session can take `id` right now without waiting. If it can, it gives the lock back.
 pub async fn free_for(conn: &mut PgConnection, id: impl Into<LockId>) -> bool {
     match advisory(id)
