@@ -382,19 +382,85 @@ impl Held for AdvisoryHeld {
         "advisory lock"
     }
 
-    async fn end<H: Site>(self, site: &mut H, body_failed: bool) -> Result<(), Error> {
-        // Its session is gone, or its connection was left mid-statement: close it (dropping
-        // the guard does). The loss was the scope's result already, or is now.
-        if self.lost {
-            return Ok(());
-        }
-        if let Some((_, Some(lost))) = self.notify {
-            return Err(lost);
-        }
+    // Not an `async fn`: everything up to the one statement is decided before the future
+    // exists, so the future holds the release alone, not this scope's whole state besides
+    // (an `async fn` keeps its arguments for its whole life: some 1,600 bytes here, against
+    // some 600, copied at each `.await` that moves the scope around it).
+    fn end<H: Site>(
+        self,
+        site: &mut H,
+        body_failed: bool,
+    ) -> impl Future<Output = Result<(), Error>> {
         let held = self.since.elapsed();
         let left = self.left_to_hold(held);
-        let heartbeat = self.heartbeat;
-        match (self.on, left) {
+        let ending = if self.lost {
+            // Its session is gone, or its connection was left mid-statement: close it
+            // (dropping the guard does). The loss was the scope's result already.
+            Err(Ok(()))
+        } else if let Some((_, Some(lost))) = self.notify {
+            // The body was told of the loss and ran to its end: the loss is the result now.
+            Err(Err(lost))
+        } else {
+            Ok((self.on, left))
+        };
+        async move {
+            match ending {
+                Err(result) => result,
+                // A lock on the caller's session with no hold left, the common case: release
+                // it here. Every other way of ending is boxed, so that this future (and every
+                // scope's around it) stays small.
+                Ok((On::Lent(lock), None)) => {
+                    let conn = site
+                        .session()
+                        .expect("a lent lock lives on the site's session");
+                    AdvisoryGuard::held(conn, lock).release().await
+                }
+                Ok((on, left)) => {
+                    let ending = Ending {
+                        held,
+                        left,
+                        heartbeat: self.heartbeat,
+                        body_failed,
+                    };
+                    Box::pin(ending.end(on, site)).await
+                }
+            }
+        }
+    }
+
+    fn abandon<H: Site>(self, site: &mut H) {
+        match self.on {
+            // Closing the connections pglock owns ends the session and its locks.
+            On::Owned(guard) => drop(guard),
+            On::OwnedTransaction(owned, _) => drop(owned),
+            On::Lent(lock) => {
+                if let Some(conn) = site.session() {
+                    drop(AdvisoryGuard::held(conn, lock));
+                }
+            }
+        }
+    }
+}
+
+/// How a held lock ends, when it is not simply released on the caller's session.
+struct Ending {
+    /// How long it was held.
+    held: Duration,
+    /// What is left of `min_hold`.
+    left: Option<Duration>,
+    heartbeat: Option<Duration>,
+    body_failed: bool,
+}
+
+impl Ending {
+    async fn end<H: Site>(self, on: On, site: &mut H) -> Result<(), Error> {
+        let Ending {
+            held,
+            left,
+            heartbeat,
+            body_failed,
+        } = self;
+        match (on, left) {
             // min_hold: the lock outlives the body in the background, and the call returns.
             // The lingering task reports the lock's end, and keeps it counted until then.
             (On::Owned(guard), Some(left)) => {
@@ -424,19 +490,6 @@ impl Held for AdvisoryHeld {
                     .session()
                     .expect("a lent lock lives on the site's session");
                 AdvisoryGuard::held(conn, lock).release().await
-            }
-        }
-    }
-
-    fn abandon<H: Site>(self, site: &mut H) {
-        match self.on {
-            // Closing the connections pglock owns ends the session and its locks.
-            On::Owned(guard) => drop(guard),
-            On::OwnedTransaction(owned, _) => drop(owned),
-            On::Lent(lock) => {
-                if let Some(conn) = site.session() {
-                    drop(AdvisoryGuard::held(conn, lock));
-                }
             }
         }
     }
