@@ -81,7 +81,11 @@ pub fn set_lock_labels(on: bool) {
 /// `log`'s level at each poll of each scope's future. Without a `tracing` subscriber that is the
 /// whole cost of pglock's spans, so they are dropped (the events inside still reach `log`).
 fn wanted(span: Span) -> Span {
-    if span.is_disabled() { Span::none() } else { span }
+    if span.is_disabled() {
+        Span::none()
+    } else {
+        span
+    }
 }
 
 /// The span around an advisory lock's scope (an attribute's call, `scope`, `run`).

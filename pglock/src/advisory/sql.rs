@@ -180,12 +180,7 @@ fn wait_statement(mode: Mode, timeout_ms: Option<&str>, key: &str, on: OnStandby
 
 /// A wait as one bound statement. Parameters: the timeout in milliseconds as text (when
 /// `timeout_ms` is `Some`), then the key.
-pub(crate) fn wait_bound(
-    mode: Mode,
-    key: AdvisoryKey,
-    timed: bool,
-    on: OnStandby,
-) -> &'static str {
+pub(crate) fn wait_bound(mode: Mode, key: AdvisoryKey, timed: bool, on: OnStandby) -> &'static str {
     if timed {
         written_once(Bound::TimedWait, mode, key, on, || {
             wait_statement(mode, Some("$1"), &key_params(key, 2), on)
@@ -374,13 +369,20 @@ mod tests {
                     ]) {
                         assert!(std::ptr::eq(*text, again), "kept, not rewritten: {text}");
                         assert!(text.contains(mode.lock_fn(text.contains("pg_try"))));
-                        assert_eq!(text.contains(", $2") || text.contains(", $3"), pair, "{text}");
+                        assert_eq!(
+                            text.contains(", $2") || text.contains(", $3"),
+                            pair,
+                            "{text}"
+                        );
                         assert_eq!(text.contains("pg_is_in_recovery"), on == OnStandby::Refuse);
                         assert!(seen.insert(*text), "two inputs share a slot: {text}");
                     }
                 }
                 let unlock = super::unlock(mode, key);
-                assert!(unlock.contains(mode.unlock_fn()) && unlock.contains(if pair { "$3" } else { "$2" }));
+                assert!(
+                    unlock.contains(mode.unlock_fn())
+                        && unlock.contains(if pair { "$3" } else { "$2" })
+                );
             }
         }
     }
