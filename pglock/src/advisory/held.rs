@@ -180,7 +180,7 @@ impl Advisory {
         };
         let (_, held) = scope.split();
         if let Some(signal) = notify {
-            held.notify = Some((signal, None));
+            held.notify = Some(Box::new((signal, None)));
         }
         let outcome = crate::scope::in_span(span, held.run(body(()))).await;
         scope.exit(outcome, Result::is_err).await.map(Some)
@@ -286,7 +286,9 @@ pub struct AdvisoryHeld {
     lost: bool,
     /// Set for a body told of the loss rather than stopped: the signal, and the loss once seen
     /// (the scope's result when the body ends).
-    notify: Option<(tokio::sync::watch::Sender<bool>, Option<Error>)>,
+    /// Boxed: only `run_notified` sets it, and inline it would double the size of this state,
+    /// which every scope's future carries and moves.
+    notify: Option<Box<(tokio::sync::watch::Sender<bool>, Option<Error>)>>,
 }
 
 /// Where the lock lives.
@@ -352,7 +354,7 @@ impl Held for AdvisoryHeld {
         // Boxed: only a lock on a connection pglock checked out has a heartbeat, and the
         // checkout costs far more than the allocation; a lent lock's scope stays small.
         let mut watch = Box::pin(Self::watch(guard, every));
-        let Some((signal, seen)) = &mut self.notify else {
+        let Some((signal, seen)) = self.notify.as_deref_mut() else {
             return match race(body, watch).await {
                 First(out) => Ok(out),
                 Second(lost) => {
@@ -397,7 +399,7 @@ impl Held for AdvisoryHeld {
             // Its session is gone, or its connection was left mid-statement: close it
             // (dropping the guard does). The loss was the scope's result already.
             Err(Ok(()))
-        } else if let Some((_, Some(lost))) = self.notify {
+        } else if let Some((_, Some(lost))) = self.notify.map(|notify| *notify) {
             // The body was told of the loss and ran to its end: the loss is the result now.
             Err(Err(lost))
         } else {
