@@ -195,9 +195,13 @@
 //!
 //! # Installing, and Cargo features
 //! `cargo add pglock`, with your own `sqlx` 0.9 built with `postgres`, `runtime-tokio` and the
-//! TLS feature your servers need (pglock enables no TLS: that choice is yours). pglock has no
-//! Cargo features of its own today; it enables only sqlx's `postgres` and `runtime-tokio`, and
-//! tokio's `rt`, `time` and `sync`. Rust 1.94 or newer (sqlx 0.9's minimum).
+//! TLS feature your servers need (pglock enables no TLS: that choice is yours). It enables only
+//! sqlx's `postgres` and `runtime-tokio`, and tokio's `rt`, `time` and `sync`. Rust 1.94 or newer
+//! (sqlx 0.9's minimum).
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `metrics` | off | lock outcomes recorded through the [`metrics`](https://docs.rs/metrics) facade (see [Observing pglock](#observing-pglock)); pulls in the `metrics` crate |
 
 #![warn(missing_docs)]
 
