@@ -16,7 +16,8 @@ use pglock_tests::proxy::Proxy;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-/// The backend pid holding `id`, once it is held.
+/// The backend pid holding `id` in this test's database, once it is held (the server is shared
+/// with tests running at the same time, which may use the same lock names).
 async fn holder_of(observer: &PgPool, id: &str) -> i32 {
     let key: pglock::LockId = id.into();
     let (classid, objid) = key.key().to_pg_locks_id();
@@ -24,7 +25,8 @@ async fn holder_of(observer: &PgPool, id: &str) -> i32 {
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND classid = $1::int8::oid AND objid = $2::int8::oid",
+             AND classid = $1::int8::oid AND objid = $2::int8::oid \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .bind(i64::from(classid))
         .bind(i64::from(objid))

@@ -235,7 +235,8 @@ async fn every_outcome_is_counted_and_timed_with_bounded_labels() {
         loop {
             let terminated: Option<bool> = sqlx::query_scalar(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
-                 AND granted AND classid = $1::int8::oid AND objid = $2::int8::oid",
+                 AND granted AND classid = $1::int8::oid AND objid = $2::int8::oid \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .bind(i64::from(classid))
             .bind(i64::from(objid))
