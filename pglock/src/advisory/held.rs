@@ -395,29 +395,29 @@ impl Held for AdvisoryHeld {
     ) -> impl Future<Output = Result<(), Error>> {
         let held = self.since.elapsed();
         let left = self.left_to_hold(held);
-        let ending = if self.lost {
+        let close = if self.lost {
             // Its session is gone, or its connection was left mid-statement: close it
-            // (dropping the guard does). The loss was the scope's result already.
-            Err(Ok(()))
+            // (dropping the guard, with `self`, does). The loss was the scope's result already.
+            Close::Decided(Ok(()))
         } else if let Some((_, Some(lost))) = self.notify.map(|notify| *notify) {
             // The body was told of the loss and ran to its end: the loss is the result now.
-            Err(Err(lost))
+            Close::Decided(Err(lost))
         } else {
-            Ok((self.on, left))
+            Close::Release(self.on, left)
         };
         async move {
-            match ending {
-                Err(result) => result,
+            match close {
+                Close::Decided(result) => result,
                 // A lock on the caller's session with no hold left, the common case: release
                 // it here. Every other way of ending is boxed, so that this future (and every
                 // scope's around it) stays small.
-                Ok((On::Lent(lock), None)) => {
+                Close::Release(On::Lent(lock), None) => {
                     let conn = site
                         .session()
                         .expect("a lent lock lives on the site's session");
                     AdvisoryGuard::held(conn, lock).release().await
                 }
-                Ok((on, left)) => {
+                Close::Release(on, left) => {
                     let ending = Ending {
                         held,
                         left,
@@ -442,6 +442,14 @@ impl Held for AdvisoryHeld {
             }
         }
     }
+}
+
+/// How a held lock's scope closes, decided before the future that closes it exists.
+enum Close {
+    /// Nothing to send: the outcome is known.
+    Decided(Result<(), Error>),
+    /// Release the lock (or hold it on for what is left of `min_hold`).
+    Release(On, Option<Duration>),
 }
 
 /// How a held lock ends, when it is not simply released on the caller's session.
