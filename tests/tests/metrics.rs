@@ -8,7 +8,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::exec;
+use common::{exec, until_leading};
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use pglock::telemetry::names;
@@ -394,16 +394,4 @@ async fn every_outcome_is_counted_and_timed_with_bounded_labels() {
     let metrics = recorded.read();
     let tenant = [("lock", "tenant-42"), ("outcome", "acquired")];
     assert_eq!(counter(&metrics, names::ACQUISITIONS, &tenant), 1);
-}
-
-/// Wait until `leadership` leads.
-async fn until_leading(leadership: &pglock::Leadership) {
-    let mut status = leadership.watch();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|status| matches!(status, pglock::Status::Leading { .. })),
-    )
-    .await
-    .expect("elected within 20 s")
-    .unwrap();
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{advisory_locks, eventually, exec, holder_of};
+use common::{advisory_locks, eventually, exec, holder_of, until_leading};
 use pglock::{Error, advisory};
 use pglock_tests::{PrivateCluster, TestDb};
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -609,18 +609,6 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 /// A leader's task: runs until it is dropped.
 fn lead() -> impl FnMut() -> std::future::Pending<()> + Send + 'static {
     std::future::pending
-}
-
-/// Wait until `leadership` leads.
-async fn until_leading(leadership: &pglock::Leadership) {
-    let mut status = leadership.watch();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|status| matches!(status, pglock::Status::Leading { .. })),
-    )
-    .await
-    .expect("elected within 20 s")
-    .unwrap();
 }
 
 /// The one event whose message contains `text` about the session `pid`.

@@ -213,3 +213,15 @@ pub async fn server_version(observer: &PgPool) -> i32 {
         .await
         .unwrap()
 }
+
+/// Wait until `leadership` leads (20 s at most).
+pub async fn until_leading(leadership: &pglock::Leadership) {
+    let mut status = leadership.watch();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|status| matches!(status, pglock::Status::Leading { .. })),
+    )
+    .await
+    .expect("elected within 20 s")
+    .unwrap();
+}
