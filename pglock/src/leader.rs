@@ -7,12 +7,12 @@ use std::time::Duration;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::advisory::{beat, bind_key};
+use crate::advisory::{beat, bind_key, session_lock_statements};
 use crate::race::{Either::*, race};
 use crate::telemetry::{self, Elected};
 use crate::{AdvisoryKey, Error, LockId};
@@ -470,11 +470,8 @@ async fn elect(
     // The leader now, if any: the one whose hand-over would count.
     let mut previous = holder(&mut listener, key).await?;
     waiting.set(&own, pid);
-    let statement = match key {
-        AdvisoryKey::BigInt(_) => "SELECT pg_advisory_lock($1)",
-        AdvisoryKey::Pair(..) => "SELECT pg_advisory_lock($1, $2)",
-    };
-    bind_key(sqlx::query(AssertSqlSafe(statement)), key)
+    let (lock, _) = session_lock_statements(key);
+    bind_key(sqlx::query(lock), key)
         .execute(&mut listener)
         .await?;
     waiting.clear();
@@ -586,11 +583,9 @@ impl Term {
             .execute(&mut self.listener)
             .await
             .map(drop);
-        let statement = match self.key {
-            AdvisoryKey::BigInt(_) => "SELECT pg_advisory_unlock($1)",
-            AdvisoryKey::Pair(..) => "SELECT pg_advisory_unlock($1, $2)",
-        };
-        let unlocked = bind_key(sqlx::query(AssertSqlSafe(statement)), self.key)
+        let (_, unlock) = session_lock_statements(self.key);
+        let unlocked = bind_key(sqlx::query(unlock), self.key)
+            .bind(self.pid)
             .execute(&mut self.listener)
             .await
             .map(drop);

@@ -905,6 +905,20 @@ impl Outcome {
     }
 }
 
+/// The statements of an exclusive session-level lock that waits as long as it takes, with no
+/// standby gate (the leader election's, which checks for a standby itself): the wait (binds the
+/// key) and the unlock (binds the key, then the pid of the session that holds it).
+pub(crate) fn session_lock_statements(key: AdvisoryKey) -> (&'static str, &'static str) {
+    let session = Mode {
+        shared: false,
+        xact: false,
+    };
+    (
+        sql::wait_bound(session, key, false, OnStandby::Allow),
+        sql::unlock(session, key),
+    )
+}
+
 /// Bind an advisory key's one or two parameters to a statement.
 pub(crate) fn bind_key<'q>(
     query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
