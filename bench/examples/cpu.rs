@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build -p pglock-bench --release --example cpu
 //! target/release/examples/cpu sizes
-//! valgrind --tool=callgrind --toggle-collect='cpu::measured::*' \
+//! valgrind --tool=callgrind --toggle-collect='*cpu::Measured*' \
 //!     target/release/examples/cpu attribute-xact 1000   # instructions ÷ 1000 = per lock
 //! ```
 //!
@@ -34,6 +34,15 @@ async fn attribute_try(conn: &mut PgConnection) -> Result<(), Error> {
     Ok(())
 }
 
+/// A body that keeps 1,000 bytes across an `.await`: what the attribute adds to a body's size.
+#[pglock::advisory(KEY)]
+async fn attribute_big_body(conn: &mut PgConnection) -> Result<(), Error> {
+    let bytes = [7u8; 1000];
+    tokio::task::yield_now().await;
+    std::hint::black_box((&bytes, conn));
+    Ok(())
+}
+
 const OPERATIONS: [&str; 5] = [
     "raw-xact",
     "runtime-xact",
@@ -48,8 +57,13 @@ fn main() {
     let rounds: u32 = args
         .next()
         .map_or(1000, |n| n.parse().expect("a number of rounds"));
-    if operation != "sizes" && !OPERATIONS.contains(&operation.as_str()) {
-        eprintln!("usage: cpu sizes | cpu <{}> [rounds]", OPERATIONS.join("|"));
+    if !["sizes", "interleaved"].contains(&operation.as_str())
+        && !OPERATIONS.contains(&operation.as_str())
+    {
+        eprintln!(
+            "usage: cpu sizes | cpu interleaved [rounds] | cpu <{}> [rounds]",
+            OPERATIONS.join("|")
+        );
         std::process::exit(2);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -63,14 +77,33 @@ fn main() {
             sizes(&db, &mut conn).await;
             return;
         }
+        if operation == "interleaved" {
+            interleaved(rounds, &mut conn).await;
+            return;
+        }
         let started = Instant::now();
-        measured(&operation, rounds, &mut conn).await;
+        Measured(Box::pin(measured(&operation, rounds, &mut conn))).await;
         eprintln!("{operation}: {:?} per lock", started.elapsed() / rounds);
     });
 }
 
-/// The loop callgrind counts (`--toggle-collect='cpu::measured::*'`): only its polls.
-#[inline(never)]
+/// The loop's future, polled through a function of its own that the compiler cannot inline,
+/// so that callgrind counts (`--toggle-collect='*cpu::Measured*'`) its polls and nothing else.
+struct Measured<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for Measured<F> {
+    type Output = F::Output;
+
+    #[inline(never)]
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+/// The loop callgrind counts.
 async fn measured(operation: &str, rounds: u32, conn: &mut PgConnection) {
     for _ in 0..rounds {
         let done: Result<(), Error> = async {
@@ -107,6 +140,53 @@ async fn measured(operation: &str, rounds: u32, conn: &mut PgConnection) {
     }
 }
 
+/// The transaction-level forms on the wall clock, in rounds that run each once in a shuffled
+/// order (the lock statement alone is timed, as in the benchmark): a quick look at what the
+/// benchmark's rows say, with only these forms' code competing for the caches.
+async fn interleaved(rounds: u32, conn: &mut PgConnection) {
+    const FORMS: [&str; 4] = ["raw", "runtime", "runtime again", "attribute"];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); FORMS.len()];
+    let mut order: Vec<usize> = (0..FORMS.len()).collect();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..rounds {
+        for i in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        for &form in &order {
+            let mut tx = conn.begin().await.expect("a transaction");
+            let started = Instant::now();
+            let done: Result<(), Error> = async {
+                match form {
+                    0 => {
+                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                            .bind(KEY)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    1 | 2 => {
+                        let guard = pglock::advisory(KEY).xact().acquire(&mut tx).await?;
+                        guard.release().await?;
+                    }
+                    _ => attribute_xact(&mut tx).await?,
+                }
+                Ok(())
+            }
+            .await;
+            samples[form].push(started.elapsed());
+            done.expect("an uncontended lock");
+            tx.commit().await.expect("committed");
+        }
+    }
+    for (form, mut times) in samples.into_iter().enumerate() {
+        times.sort();
+        let median = times[times.len() / 2];
+        println!("{:>14}: median {:?}", FORMS[form], median);
+    }
+}
+
 async fn sizes(db: &TestDb, conn: &mut PgConnection) {
     let pool = db.pool_with(1).await;
     let mut tx = conn.begin().await.expect("a transaction");
@@ -129,6 +209,51 @@ async fn sizes(db: &TestDb, conn: &mut PgConnection) {
         size_of_val(&pglock::advisory(KEY).acquire(&pool)),
     );
     size("sqlx: pool.acquire()", size_of_val(&pool.acquire()));
+    size(
+        "#[advisory] on a body holding 1000 bytes",
+        size_of_val(&attribute_big_body(&mut *conn)),
+    );
+    {
+        use pglock::__private as p;
+        let kind = || pglock::advisory(KEY).timeout(Duration::ZERO);
+        size("Advisory builder", size_of_val(&kind()));
+        size(
+            "attribute_try(&mut conn)",
+            size_of_val(&attribute_try(&mut *conn)),
+        );
+        let policy = p::raise::<Result<(), Error>>();
+        size(
+            "__private::enter(..)",
+            size_of_val(&p::enter(policy, kind(), &mut *conn)),
+        );
+        let Ok(mut entered) = p::enter(policy, kind(), &mut *conn).await else {
+            panic!("entered")
+        };
+        size("Entered", size_of_val(&entered));
+        let big = || async {
+            let bytes = [7u8; 1000];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&bytes);
+            Ok::<_, Error>(())
+        };
+        size("a body holding 1000 bytes", size_of_val(&big()));
+
+        size(
+            "catch_panic(that body)",
+            size_of_val(&p::catch_panic(big())),
+        );
+        size(
+            "Runner::run(that body)",
+            size_of_val(&entered.split().1.run(big())),
+        );
+        let (_, runner) = entered.split();
+        let run = runner.run(async { Ok(()) });
+        size("Runner::run(empty body)", size_of_val(&run));
+        let out = run.await;
+        let exit = entered.exit(out);
+        size("Entered::exit(..)", size_of_val(&exit));
+        exit.await.expect("released");
+    }
     size(
         "sqlx: query(..).fetch_one(&mut conn)",
         size_of_val(&sqlx::query("SELECT 1").fetch_one(&mut *conn)),
