@@ -78,6 +78,15 @@ impl LockId {
         &self.name
     }
 
+    /// A stand-in left behind when an id is moved out of a value that cannot give it up
+    /// otherwise (one with a destructor): it costs nothing, where a clone allocates its name.
+    pub(crate) const fn stand_in() -> Self {
+        LockId {
+            key: AdvisoryKey::BigInt(0),
+            name: Cow::Borrowed(""),
+        }
+    }
+
     fn named(name: Cow<'static, str>) -> Self {
         LockId {
             key: AdvisoryKey::from_name(&name),

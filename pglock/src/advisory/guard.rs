@@ -97,7 +97,7 @@ impl<'c> AdvisoryGuard<'c> {
     pub(crate) fn forget(mut self) -> Forgotten {
         self.state = State::Done;
         Forgotten {
-            id: self.id.clone(),
+            id: std::mem::replace(&mut self.id, LockId::stand_in()),
             mode: self.mode,
             session: self.session,
             holding: self.holding.take(),
