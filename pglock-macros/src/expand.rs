@@ -487,7 +487,7 @@ fn wrap(
         hygienic("__pglock_runner"),
         hygienic("__pglock_out"),
     );
-    let (ok, early) = (hygienic("entered"), hygienic("early"));
+    let (ok, early, body) = (hygienic("entered"), hygienic("early"), hygienic("body"));
     let target = handle.tokens(&private);
     let check = match layer {
         Layer::Advisory(_) => quote_spanned!(handle.span()=> handle),
@@ -523,10 +523,16 @@ fn wrap(
             ::core::result::Result::Err(#early) => return #early,
         };
         let #split = #entered.split();
-        let #out #anchor = #runner.run(async move {
-            #rebind
-            #inner
-        }).await;
+        // The code inside is pinned here, in this function's own state, and run through a
+        // reference: never moved (copied) into the futures that run it. It is dropped at the
+        // end of this block, before the scope ends, as it would be if it were moved.
+        let #out #anchor = {
+            let #body = ::core::pin::pin!(async move {
+                #rebind
+                #inner
+            });
+            #runner.run(#body).await
+        };
         #entered.exit(#out).await
     }
 }

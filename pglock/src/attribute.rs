@@ -466,7 +466,7 @@ where
 
 /// What the body's run gives: its outcome (a panic caught), or why the scope stopped it.
 #[doc(hidden)]
-pub type Outcome<R> = Result<std::thread::Result<R>, Error>;
+pub use crate::scope::Outcome;
 
 /// An entered scope. The generated code lends the handle to the body and runs the body with
 /// [`split`](Self::split), then ends the scope with [`exit`](Self::exit). If the function's
@@ -487,12 +487,11 @@ impl<H: Handle, S: Held, R> Entered<H, S, R> {
     }
 
     /// End the scope and give the function's return value.
-    pub async fn exit(self, outcome: Outcome<R>) -> R {
+    pub fn exit(self, outcome: Outcome<R>) -> impl Future<Output = R> {
         let Entered { scope, policy } = self;
-        scope
-            .exit(outcome, policy.failed)
-            .await
-            .unwrap_or_else(policy.error)
+        scope.exit_then(outcome, policy.failed, move |settled| {
+            settled.unwrap_or_else(policy.error)
+        })
     }
 }
 
@@ -503,8 +502,8 @@ pub struct Runner<'a, S: Held>(&'a mut S, tracing::Span);
 impl<S: Held> Runner<'_, S> {
     /// Run the body, catching its panic, while the scope watches what it holds, in the scope's
     /// span.
-    pub async fn run<F: Future>(self, body: F) -> Outcome<F::Output> {
-        crate::scope::in_span(self.1, self.0.run(body)).await
+    pub fn run<F: Future>(self, body: F) -> impl Future<Output = Outcome<F::Output>> {
+        crate::scope::in_span(self.1, self.0.run(body))
     }
 }
 

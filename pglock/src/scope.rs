@@ -5,6 +5,8 @@
 
 use std::fmt;
 use std::panic::resume_unwind;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -12,7 +14,25 @@ use tracing::{Instrument as _, Span};
 
 use crate::Error;
 use crate::handle::Conn;
-use crate::unwind::catch_panic;
+use crate::unwind::{CatchPanic, catch_panic};
+
+/// Await `$future` with `$span` (a `&Span`) entered at each of its polls, as
+/// [`Instrument`](tracing::Instrument) does, but in place: the future is made where it is
+/// pinned, in the state of the `async fn` that awaits it, and never moved. Wrapped in
+/// `Instrumented` instead, the whole future (a lock's statements, some hundreds of bytes) is
+/// copied into the wrapper, and the wrapper into the caller's state. Only for `async fn`s
+/// awaited directly, which are made in place too.
+macro_rules! await_in {
+    ($span:expr, $future:expr) => {{
+        let span: &::tracing::Span = $span;
+        let mut future = ::std::pin::pin!($future);
+        ::std::future::poll_fn(|cx| {
+            let _entered = span.enter();
+            future.as_mut().poll(cx)
+        })
+        .await
+    }};
+}
 
 /// A connection a scope can act on and lend to a body under its own type.
 pub trait Lend {
@@ -154,9 +174,8 @@ pub trait Held: Sized {
     /// Run the scope's body while holding, catching its panic. A scope that watches what it
     /// holds may end the body early (it is dropped), reporting why as `Err` of the outer result.
     #[doc(hidden)]
-    #[allow(async_fn_in_trait)]
-    async fn run<F: Future>(&mut self, body: F) -> Result<std::thread::Result<F::Output>, Error> {
-        Ok(catch_panic(body).await)
+    fn run<F: Future>(&mut self, body: F) -> impl Future<Output = Outcome<F::Output>> {
+        Running::<F, std::future::Pending<_>>::alone(body)
     }
 
     /// End the scope on `site` (release, restore, stop). `body_failed` says whether the body
@@ -169,6 +188,40 @@ pub trait Held: Sized {
     /// holds outlives it, as far as pglock can from a destructor. Never blocks.
     #[doc(hidden)]
     fn abandon<H: Site>(self, site: &mut H);
+}
+
+/// What a scope's body gives: its output (or its panic, caught), or why the scope stopped it.
+pub type Outcome<T> = Result<std::thread::Result<T>, Error>;
+
+pin_project_lite::pin_project! {
+    /// A scope's body running: alone, its panic caught, or under a watch of the scope's (`W`,
+    /// which runs the body itself and may stop it). Not an `async fn`, which would hold the body
+    /// twice (its argument, and the copy it pins); this holds it once, in place.
+    #[project = RunningNow]
+    pub(crate) enum Running<F, W> {
+        Alone { #[pin] body: CatchPanic<F> },
+        Watched { #[pin] watched: W },
+    }
+}
+
+impl<F: Future, W> Running<F, W> {
+    /// The body alone.
+    pub(crate) fn alone(body: F) -> Self {
+        Running::Alone {
+            body: catch_panic(body),
+        }
+    }
+}
+
+impl<F: Future, W: Future<Output = Outcome<F::Output>>> Future for Running<F, W> {
+    type Output = Outcome<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RunningNow::Alone { body } => body.poll(cx).map(Ok),
+            RunningNow::Watched { watched } => watched.poll(cx),
+        }
+    }
 }
 
 /// A scope entered on a handle it keeps, from [`enter`](Self::enter) to [`exit`](Self::exit).
@@ -193,7 +246,7 @@ impl<H: Site, S: Held> Scope<H, S> {
         mut handle: H,
         span: Span,
     ) -> Result<Self, Error> {
-        let held = in_span(span.clone(), kind.enter(&mut handle)).await?;
+        let held = await_in!(&span, kind.enter(&mut handle))?;
         Ok(Scope {
             handle,
             held: Some(held),
@@ -207,32 +260,51 @@ impl<H: Site, S: Held> Scope<H, S> {
         (&mut self.handle, held)
     }
 
-    /// The scope's span: the body runs in it (`held.run(body).instrument(scope.span())`).
+    /// The scope's span: the body runs in it (`in_span(scope.span(), held.run(body))`).
     pub(crate) fn span(&self) -> Span {
         self.span.clone()
     }
 
     /// End the scope and settle its outcome with the body's (see [`settle`]).
-    pub(crate) async fn exit<T>(
-        mut self,
-        outcome: Result<std::thread::Result<T>, Error>,
+    pub(crate) fn exit<T>(
+        self,
+        outcome: Outcome<T>,
         failed: impl Fn(&T) -> bool,
-    ) -> Result<T, Error> {
-        let held = self.held.take().expect("exited once");
-        let what = held.describe();
-        let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
-        let ended = in_span(self.span.clone(), held.end(&mut self.handle, body_failed)).await;
-        match outcome {
-            Ok(outcome) => settle(&what, outcome, ended, failed),
-            // The scope stopped the body: its reason is the result; the end's failure is news
-            // only for the log.
-            Err(stopped) => {
-                if let Err(error) = ended {
-                    tracing::warn!(scope = %what, %error, "pglock: ending a scope after its body was stopped failed too");
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.exit_then(outcome, failed, std::convert::identity)
+    }
+
+    /// [`exit`](Self::exit), and give the settled result to `then`.
+    ///
+    /// Not an `async fn`, and neither is the caller's `exit` that passes its own last step as
+    /// `then`: the arguments of an `async fn` are kept in its future, beside the futures it
+    /// awaits, and a future returned by one `async fn` to another is copied whole into the
+    /// caller's. This is one future, made once, with the scope and the end's future in it.
+    pub(crate) fn exit_then<T, U>(
+        mut self,
+        outcome: Outcome<T>,
+        failed: impl Fn(&T) -> bool,
+        then: impl FnOnce(Result<T, Error>) -> U,
+    ) -> impl Future<Output = U> {
+        in_span(self.span.clone(), async move {
+            // Taken here, not before the future exists: a future dropped unpolled drops the
+            // scope with what it holds, which abandons it.
+            let held = self.held.take().expect("exited once");
+            let what = held.describe();
+            let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
+            let ended = held.end(&mut self.handle, body_failed).await;
+            then(match outcome {
+                Ok(outcome) => settle(&what, outcome, ended, failed),
+                // The scope stopped the body: its reason is the result; the end's failure is
+                // news only for the log.
+                Err(stopped) => {
+                    if let Err(error) = ended {
+                        tracing::warn!(scope = %what, %error, "pglock: ending a scope after its body was stopped failed too");
+                    }
+                    Err(stopped)
                 }
-                Err(stopped)
-            }
-        }
+            })
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use super::linger::{self, Lingering};
 use super::session::{beat, end_transaction};
 use crate::handle::{CloseUnlessKept, Conn, checkout};
 use crate::race::{Either::*, race};
-use crate::scope::{Held, Kind, Scope, Site};
+use crate::scope::{self, Held, Kind, Running, Scope, Site};
 use crate::unwind::catch_panic;
 use crate::{Advisory, Db, Error};
 
@@ -278,9 +278,8 @@ impl LossSignal {
 /// An advisory lock held by a scope.
 pub struct AdvisoryHeld {
     on: On,
-    /// When it was taken, for `min_hold`.
-    since: Instant,
-    min_hold: Option<Duration>,
+    /// `min_hold`, and when the lock was taken (the clock is read only for a lock with one).
+    min_hold: Option<(Duration, Instant)>,
     heartbeat: Option<Duration>,
     /// Whether the heartbeat found the session gone (or left a check unanswered).
     lost: bool,
@@ -306,54 +305,20 @@ impl AdvisoryHeld {
     fn new(lock: &Advisory, on: On) -> Self {
         AdvisoryHeld {
             on,
-            since: Instant::now(),
-            min_hold: lock.min_hold,
+            min_hold: lock.min_hold.map(|hold| (hold, Instant::now())),
             heartbeat: lock.heartbeat,
             lost: false,
             notify: None,
         }
     }
 
-    /// Check the holding session every `every` until a check fails or goes unanswered for
-    /// `every`; then the lock is lost (or may be: no reply means pglock can no longer know,
-    /// and the connection is closed, which frees it if the server still had it).
-    async fn watch(guard: &mut AdvisoryGuard<'static>, every: Duration) -> Error {
-        let mut beats = tokio::time::interval_at(Instant::now() + every, every);
-        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            beats.tick().await;
-            if let Err(source) = beat(&mut **guard, every).await {
-                guard.report_lost(every, &source);
-                return Error::Lost {
-                    lock: guard.id().clone(),
-                    source,
-                };
-            }
-        }
-    }
-
-    /// How much of `min_hold` is left once the lock was held for `held`.
-    fn left_to_hold(&self, held: Duration) -> Option<Duration> {
-        let left = self.min_hold?.checked_sub(held)?;
-        (!left.is_zero()).then_some(left)
-    }
-}
-
-impl Held for AdvisoryHeld {
-    /// Run the body; for a session lock on a connection pglock owns, race it against the
-    /// heartbeat, which drops the body (it never resumes from its pending `.await`) as soon as
-    /// the holding session is found gone.
-    async fn run<F: Future>(&mut self, body: F) -> Result<std::thread::Result<F::Output>, Error> {
-        // Pinned once, here, whichever way it runs: moved into each branch instead, the body
-        // (the function's whole body, for an attribute) would have a slot of its own per branch
-        // in this future's state.
-        let mut body = pin!(catch_panic(body));
+    /// The body of a session lock on a connection pglock owns, raced against the heartbeat.
+    async fn run_watched<F: Future>(&mut self, body: F) -> scope::Outcome<F::Output> {
         let (On::Owned(guard), Some(every)) = (&mut self.on, self.heartbeat) else {
-            return Ok(body.await);
+            unreachable!("only a lock with a heartbeat is watched");
         };
-        // Boxed: only a lock on a connection pglock checked out has a heartbeat, and the
-        // checkout costs far more than the allocation; a lent lock's scope stays small.
-        let mut watch = Box::pin(Self::watch(guard, every));
+        let mut body = pin!(catch_panic(body));
+        let mut watch = pin!(Self::watch(guard, every));
         let Some((signal, seen)) = self.notify.as_deref_mut() else {
             return match race(body, watch).await {
                 First(out) => Ok(out),
@@ -380,6 +345,50 @@ impl Held for AdvisoryHeld {
         Ok(out)
     }
 
+    /// Check the holding session every `every` until a check fails or goes unanswered for
+    /// `every`; then the lock is lost (or may be: no reply means pglock can no longer know,
+    /// and the connection is closed, which frees it if the server still had it).
+    async fn watch(guard: &mut AdvisoryGuard<'static>, every: Duration) -> Error {
+        let mut beats = tokio::time::interval_at(Instant::now() + every, every);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beats.tick().await;
+            if let Err(source) = beat(&mut **guard, every).await {
+                guard.report_lost(every, &source);
+                return Error::Lost {
+                    lock: guard.id().clone(),
+                    source,
+                };
+            }
+        }
+    }
+
+    /// How long the lock was held, and what is left of its `min_hold`, if any is.
+    fn left_to_hold(&self) -> Option<Lingers> {
+        let (hold, since) = self.min_hold?;
+        let held = since.elapsed();
+        let left = hold.checked_sub(held).filter(|left| !left.is_zero())?;
+        Some(Lingers { held, left })
+    }
+}
+
+impl Held for AdvisoryHeld {
+    /// Run the body; for a session lock on a connection pglock owns, race it against the
+    /// heartbeat, which drops the body (it never resumes from its pending `.await`) as soon as
+    /// the holding session is found gone.
+    fn run<F: Future>(&mut self, body: F) -> impl Future<Output = scope::Outcome<F::Output>> {
+        if let (On::Owned(_), Some(_)) = (&self.on, self.heartbeat) {
+            // Boxed, with the body: only a lock on a connection pglock checked out has a
+            // heartbeat, and the checkout costs far more than the allocation. A lent lock's
+            // body runs in place, and its scope stays the body's size.
+            Running::Watched {
+                watched: Box::pin(self.run_watched(body)),
+            }
+        } else {
+            Running::alone(body)
+        }
+    }
+
     fn describe(&self) -> &'static str {
         "advisory lock"
     }
@@ -388,13 +397,13 @@ impl Held for AdvisoryHeld {
     // exists, so the future holds the release alone, not this scope's whole state besides
     // (an `async fn` keeps its arguments for its whole life: some 1,600 bytes here, against
     // some 600, copied at each `.await` that moves the scope around it).
+    #[inline(always)]
     fn end<H: Site>(
         self,
         site: &mut H,
         body_failed: bool,
     ) -> impl Future<Output = Result<(), Error>> {
-        let held = self.since.elapsed();
-        let left = self.left_to_hold(held);
+        let left = self.left_to_hold();
         let close = if self.lost {
             // Its session is gone, or its connection was left mid-statement: close it
             // (dropping the guard, with `self`, does). The loss was the scope's result already.
@@ -419,7 +428,6 @@ impl Held for AdvisoryHeld {
                 }
                 Close::Release(on, left) => {
                     let ending = Ending {
-                        held,
                         left,
                         heartbeat: self.heartbeat,
                         body_failed,
@@ -449,15 +457,22 @@ enum Close {
     /// Nothing to send: the outcome is known.
     Decided(Result<(), Error>),
     /// Release the lock (or hold it on for what is left of `min_hold`).
-    Release(On, Option<Duration>),
+    Release(On, Option<Lingers>),
+}
+
+/// A lock whose `min_hold` is not over when its body ends.
+#[derive(Clone, Copy)]
+struct Lingers {
+    /// How long it was held.
+    held: Duration,
+    /// What is left of `min_hold`.
+    left: Duration,
 }
 
 /// How a held lock ends, when it is not simply released on the caller's session.
 struct Ending {
-    /// How long it was held.
-    held: Duration,
-    /// What is left of `min_hold`.
-    left: Option<Duration>,
+    /// What is left of `min_hold`, if any is.
+    left: Option<Lingers>,
     heartbeat: Option<Duration>,
     body_failed: bool,
 }
@@ -465,7 +480,6 @@ struct Ending {
 impl Ending {
     async fn end<H: Site>(self, on: On, site: &mut H) -> Result<(), Error> {
         let Ending {
-            held,
             left,
             heartbeat,
             body_failed,
@@ -473,11 +487,11 @@ impl Ending {
         match (on, left) {
             // min_hold: the lock outlives the body in the background, and the call returns.
             // The lingering task reports the lock's end, and keeps it counted until then.
-            (On::Owned(guard), Some(left)) => {
+            (On::Owned(guard), Some(Lingers { held, left })) => {
                 linger::linger(Lingering::Session(guard), held, left, heartbeat);
                 Ok(())
             }
-            (On::OwnedTransaction(conn, lock), Some(left)) => {
+            (On::OwnedTransaction(conn, lock), Some(Lingers { held, left })) => {
                 let commit = !body_failed;
                 let lock = Lingering::Transaction { conn, lock, commit };
                 linger::linger(lock, held, left, heartbeat);
@@ -493,8 +507,8 @@ impl Ending {
             }
             // The caller's connection comes back with the call: min_hold delays the return.
             (On::Lent(lock), left) => {
-                if let Some(left) = left {
-                    tokio::time::sleep(left).await;
+                if let Some(lingers) = left {
+                    tokio::time::sleep(lingers.left).await;
                 }
                 let conn = site
                     .session()
