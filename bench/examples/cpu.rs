@@ -7,12 +7,20 @@
 //! target/release/examples/cpu sizes
 //! valgrind --tool=callgrind --toggle-collect='*cpu::Measured*' \
 //!     target/release/examples/cpu attribute-xact 1000   # instructions ÷ 1000 = per lock
+//! target/release/examples/cpu interleaved 3000           # the xact forms on the wall clock
 //! ```
 //!
 //! Wall-clock timing is the benchmark's job (`pglock-bench --only latency`); this is what to
 //! look at when a row moves: instruction counts do not depend on the machine's load, and
 //! `callgrind_annotate` says where they go. It found the statement text formatted on every
-//! lock, and the 14 KB pool checkout carried inside every lock future.
+//! lock, and the 14 KB pool checkout carried inside every lock future. `interleaved` times the
+//! attribute's phases, which is how the exit of a transaction-level scope was found to cost
+//! four times a runtime release that does the same.
+//!
+//! Two more tools that told where the attribute's bytes go: rustc's type-size report
+//! (`RUSTC_BOOTSTRAP=1 cargo rustc -p pglock-bench --example cpu --release -- -Zprint-type-sizes`
+//! lists every future's fields per suspension point), and a `memcpy` interposed with
+//! `LD_PRELOAD` that counts copies by size.
 
 use std::time::{Duration, Instant};
 
@@ -142,10 +150,21 @@ async fn measured(operation: &str, rounds: u32, conn: &mut PgConnection) {
 
 /// The transaction-level forms on the wall clock, in rounds that run each once in a shuffled
 /// order (the lock statement alone is timed, as in the benchmark): a quick look at what the
-/// benchmark's rows say, with only these forms' code competing for the caches.
+/// benchmark's rows say, with only these forms' code competing for the caches. The attribute's
+/// expansion is also run by hand, to time its phases (enter, body, exit) against the runtime
+/// form's release.
 async fn interleaved(rounds: u32, conn: &mut PgConnection) {
-    const FORMS: [&str; 4] = ["raw", "runtime", "runtime again", "attribute"];
+    const FORMS: [&str; 6] = [
+        "raw SQL",
+        "runtime",
+        "runtime again",
+        "runtime scope",
+        "attribute",
+        "attribute by hand",
+    ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); FORMS.len()];
+    let mut releases: Vec<Duration> = Vec::new();
+    let mut phases: [Vec<Duration>; 3] = Default::default();
     let mut order: Vec<usize> = (0..FORMS.len()).collect();
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for _ in 0..rounds {
@@ -168,9 +187,39 @@ async fn interleaved(rounds: u32, conn: &mut PgConnection) {
                     }
                     1 | 2 => {
                         let guard = pglock::advisory(KEY).xact().acquire(&mut tx).await?;
+                        let releasing = Instant::now();
                         guard.release().await?;
+                        releases.push(releasing.elapsed());
                     }
-                    _ => attribute_xact(&mut tx).await?,
+                    3 => {
+                        let lock = pglock::advisory(KEY).xact();
+                        lock.scope(&mut *tx, async |_| Ok::<_, Error>(())).await?;
+                    }
+                    4 => attribute_xact(&mut tx).await?,
+                    _ => {
+                        // What `#[pglock::advisory(KEY, xact)]` expands to, with clocks.
+                        use pglock::__private as private;
+                        let policy = private::raise::<Result<(), Error>>();
+                        let kind = private::advisory(private::lock_id(&KEY)).xact();
+                        let entering = Instant::now();
+                        let Ok(mut entered) = private::enter(policy, kind, &mut tx).await else {
+                            panic!("an uncontended lock")
+                        };
+                        let running = Instant::now();
+                        let (lent, runner) = entered.split();
+                        let out = {
+                            let body = std::pin::pin!(async move {
+                                let _ = lent;
+                                Ok(())
+                            });
+                            runner.run(body).await
+                        };
+                        let exiting = Instant::now();
+                        entered.exit(out).await?;
+                        phases[0].push(running - entering);
+                        phases[1].push(exiting - running);
+                        phases[2].push(exiting.elapsed());
+                    }
                 }
                 Ok(())
             }
@@ -180,11 +229,21 @@ async fn interleaved(rounds: u32, conn: &mut PgConnection) {
             tx.commit().await.expect("committed");
         }
     }
-    for (form, mut times) in samples.into_iter().enumerate() {
+    let median = |mut times: Vec<Duration>| {
         times.sort();
-        let median = times[times.len() / 2];
-        println!("{:>14}: median {:?}", FORMS[form], median);
+        times[times.len() / 2]
+    };
+    for (form, times) in samples.into_iter().enumerate() {
+        println!("{:>18}: median {:?}", FORMS[form], median(times));
     }
+    println!("runtime release: median {:?}", median(releases));
+    let [enter, body, exit] = phases;
+    println!(
+        "attribute's phases: enter {:?}, body {:?}, exit {:?} (medians)",
+        median(enter),
+        median(body),
+        median(exit)
+    );
 }
 
 async fn sizes(db: &TestDb, conn: &mut PgConnection) {
@@ -243,8 +302,8 @@ async fn sizes(db: &TestDb, conn: &mut PgConnection) {
             size_of_val(&p::catch_panic(big())),
         );
         size(
-            "Runner::run(that body)",
-            size_of_val(&entered.split().1.run(big())),
+            "Runner::run(that body, pinned as the expansion does)",
+            size_of_val(&entered.split().1.run(std::pin::pin!(big()))),
         );
         let (_, runner) = entered.split();
         let run = runner.run(async { Ok(()) });

@@ -481,8 +481,7 @@ pub struct Entered<H: Handle, S: Held, R> {
 impl<H: Handle, S: Held, R> Entered<H, S, R> {
     /// The handle for the body, and the runner to run the body with.
     pub fn split(&mut self) -> (H::Lent<'_>, Runner<'_, S>) {
-        let span = self.scope.span();
-        let (handle, held) = self.scope.split();
+        let (handle, held, span) = self.scope.parts();
         (handle.relend(), Runner(held, span))
     }
 
@@ -497,13 +496,14 @@ impl<H: Handle, S: Held, R> Entered<H, S, R> {
 
 /// Runs the body of an entered scope.
 #[doc(hidden)]
-pub struct Runner<'a, S: Held>(&'a mut S, tracing::Span);
+pub struct Runner<'a, S: Held>(&'a mut S, &'a tracing::Span);
 
 impl<S: Held> Runner<'_, S> {
     /// Run the body, catching its panic, while the scope watches what it holds, in the scope's
     /// span.
-    pub fn run<F: Future>(self, body: F) -> impl Future<Output = Outcome<F::Output>> {
-        crate::scope::in_span(self.1, self.0.run(body))
+    pub async fn run<F: Future>(self, body: F) -> Outcome<F::Output> {
+        let Runner(held, span) = self;
+        crate::scope::await_in!(span, held.run(body))
     }
 }
 

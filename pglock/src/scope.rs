@@ -17,11 +17,11 @@ use crate::handle::Conn;
 use crate::unwind::{CatchPanic, catch_panic};
 
 /// Await `$future` with `$span` (a `&Span`) entered at each of its polls, as
-/// [`Instrument`](tracing::Instrument) does, but in place: the future is made where it is
-/// pinned, in the state of the `async fn` that awaits it, and never moved. Wrapped in
-/// `Instrumented` instead, the whole future (a lock's statements, some hundreds of bytes) is
-/// copied into the wrapper, and the wrapper into the caller's state. Only for `async fn`s
-/// awaited directly, which are made in place too.
+/// [`Instrument`](tracing::Instrument) does, but in place: the future is pinned where it is
+/// made, in the state of the `async` code that awaits it, and never moved, and the span is
+/// borrowed, not cloned. Wrapped in `Instrumented` instead, the whole future (a lock's
+/// statements, some hundreds of bytes) is copied into the wrapper, and the wrapper into the
+/// caller's state.
 macro_rules! await_in {
     ($span:expr, $future:expr) => {{
         let span: &::tracing::Span = $span;
@@ -33,6 +33,7 @@ macro_rules! await_in {
         .await
     }};
 }
+pub(crate) use await_in;
 
 /// A connection a scope can act on and lend to a body under its own type.
 pub trait Lend {
@@ -256,8 +257,14 @@ impl<H: Site, S: Held> Scope<H, S> {
 
     /// The handle (to lend to the body) and the state (to run the body with), borrowed apart.
     pub(crate) fn split(&mut self) -> (&mut H, &mut S) {
+        let (handle, held, _) = self.parts();
+        (handle, held)
+    }
+
+    /// The handle, the state and the span, borrowed apart.
+    pub(crate) fn parts(&mut self) -> (&mut H, &mut S, &Span) {
         let held = self.held.as_mut().expect("split before the scope ends");
-        (&mut self.handle, held)
+        (&mut self.handle, held, &self.span)
     }
 
     /// The scope's span: the body runs in it (`in_span(scope.span(), held.run(body))`).
@@ -280,20 +287,21 @@ impl<H: Site, S: Held> Scope<H, S> {
     /// `then`: the arguments of an `async fn` are kept in its future, beside the futures it
     /// awaits, and a future returned by one `async fn` to another is copied whole into the
     /// caller's. This is one future, made once, with the scope and the end's future in it.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub(crate) fn exit_then<T, U>(
         mut self,
         outcome: Outcome<T>,
         failed: impl Fn(&T) -> bool,
         then: impl FnOnce(Result<T, Error>) -> U,
     ) -> impl Future<Output = U> {
-        in_span(self.span.clone(), async move {
+        async move {
             // Taken here, not before the future exists: a future dropped unpolled drops the
-            // scope with what it holds, which abandons it.
+            // scope with what it holds, which abandons it (in its span).
             let held = self.held.take().expect("exited once");
             let what = held.describe();
             let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
-            let ended = held.end(&mut self.handle, body_failed).await;
-            then(match outcome {
+            let ended = await_in!(&self.span, held.end(&mut self.handle, body_failed));
+            let settled = self.span.in_scope(|| match outcome {
                 Ok(outcome) => settle(&what, outcome, ended, failed),
                 // The scope stopped the body: its reason is the result; the end's failure is
                 // news only for the log.
@@ -303,8 +311,9 @@ impl<H: Site, S: Held> Scope<H, S> {
                     }
                     Err(stopped)
                 }
-            })
-        })
+            });
+            then(settled)
+        }
     }
 }
 

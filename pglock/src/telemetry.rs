@@ -88,8 +88,30 @@ fn wanted(span: Span) -> Span {
     }
 }
 
+/// Whether a span at `level` could be seen at all: by a `tracing` subscriber (the global level
+/// filter, the first check `tracing`'s span macros make), or by a `log` logger (a disabled span
+/// is written to `log` when it is made, through `tracing`'s `log` feature, if `log`'s level
+/// allows). When neither could, the span macro would only build its fields to find that out:
+/// some 200 instructions per scope, on the path the attributes must keep as cheap as the
+/// runtime calls.
+fn could_see(level: tracing::Level) -> bool {
+    let to_log = match level {
+        tracing::Level::ERROR => log::Level::Error,
+        tracing::Level::WARN => log::Level::Warn,
+        tracing::Level::INFO => log::Level::Info,
+        tracing::Level::DEBUG => log::Level::Debug,
+        tracing::Level::TRACE => log::Level::Trace,
+    };
+    (level <= tracing::level_filters::STATIC_MAX_LEVEL
+        && level <= tracing::level_filters::LevelFilter::current())
+        || to_log <= log::max_level()
+}
+
 /// The span around an advisory lock's scope (an attribute's call, `scope`, `run`).
 pub(crate) fn advisory_span(id: &LockId, function: Option<&str>, mode: Mode, wait: Wait) -> Span {
+    if !could_see(tracing::Level::INFO) {
+        return Span::none();
+    }
     wanted(tracing::info_span!(
         target: "pglock",
         "pglock::advisory",
@@ -103,6 +125,9 @@ pub(crate) fn advisory_span(id: &LockId, function: Option<&str>, mode: Mode, wai
 
 /// The span around a lock timeout's scope.
 pub(crate) fn timeout_span(limit: Option<Duration>) -> Span {
+    if !could_see(tracing::Level::DEBUG) {
+        return Span::none();
+    }
     wanted(tracing::debug_span!(
         target: "pglock",
         "pglock::timeout",
@@ -112,6 +137,9 @@ pub(crate) fn timeout_span(limit: Option<Duration>) -> Span {
 
 /// The span around a prioritize scope.
 pub(crate) fn prioritize_span(interval: Duration, signal: crate::Signal) -> Span {
+    if !could_see(tracing::Level::INFO) {
+        return Span::none();
+    }
     wanted(tracing::info_span!(
         target: "pglock",
         "pglock::prioritize",

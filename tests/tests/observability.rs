@@ -281,6 +281,44 @@ fn an_attribute_runs_its_body_in_a_span_and_reports_a_skip() {
     });
 }
 
+#[pglock::advisory("ledger", xact)]
+async fn ledger(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), Error> {
+    let _ = tx;
+    Ok(())
+}
+
+#[test]
+fn an_xact_attribute_reports_its_end_and_leaves_the_lock_to_its_transaction() {
+    runtime().block_on(async {
+        let capture = Capture::default();
+        let _guard = capture.install();
+        let db = TestDb::new().await;
+        let mut conn = db.connect().await;
+        let mut tx = conn.begin().await.unwrap();
+
+        ledger(&mut tx).await.unwrap();
+        // Nothing is sent to end it (it ends with the transaction), but its end is reported
+        // once, in the attribute's span, as a runtime guard's release reports it.
+        let released = capture.one("lock released", "ledger");
+        assert_eq!(released.field("xact"), "true");
+        assert!(released.number("held_ms") >= 0.0);
+        assert_eq!(released.spans[0].0, "pglock::advisory");
+        assert_eq!(released.spans[0].1["function"], "observability::ledger");
+
+        // The transaction still holds it, until it ends.
+        let mut other = db.connect().await;
+        let busy = advisory("ledger").nowait().acquire(&mut other).await.err();
+        assert!(matches!(busy, Some(Error::Busy { .. })), "{busy:?}");
+        tx.commit().await.unwrap();
+        let free = advisory("ledger")
+            .nowait()
+            .acquire(&mut other)
+            .await
+            .unwrap();
+        free.release().await.unwrap();
+    });
+}
+
 /// Wait for `other` on the session that holds `held` (after `after` ms), then let go of both.
 async fn cross(
     mut held: pglock::AdvisoryGuard<'_>,

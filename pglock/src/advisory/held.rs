@@ -412,11 +412,20 @@ impl Held for AdvisoryHeld {
             // The body was told of the loss and ran to its end: the loss is the result now.
             Close::Decided(Err(lost))
         } else {
-            Close::Release(self.on, left)
+            match (self.on, left) {
+                // A transaction-level lock in the caller's transaction ends with it: there is
+                // nothing to send, only the end to report.
+                (On::Lent(lock), None) if lock.mode.xact => Close::Ended(lock),
+                (on, left) => Close::Release(on, left),
+            }
         };
         async move {
             match close {
                 Close::Decided(result) => result,
+                Close::Ended(lock) => {
+                    lock.ended(&Ok(()));
+                    Ok(())
+                }
                 // A lock on the caller's session with no hold left, the common case: release
                 // it here. Every other way of ending is boxed, so that this future (and every
                 // scope's around it) stays small.
@@ -456,6 +465,9 @@ impl Held for AdvisoryHeld {
 enum Close {
     /// Nothing to send: the outcome is known.
     Decided(Result<(), Error>),
+    /// Nothing to send, and the lock's end to report (when the future runs, in the scope's
+    /// span): a transaction-level lock in the caller's transaction.
+    Ended(Forgotten),
     /// Release the lock (or hold it on for what is left of `min_hold`).
     Release(On, Option<Lingers>),
 }
