@@ -89,6 +89,7 @@ impl Report {
                     };
                     let limit = (SAME_SLACK * base).max(base + SAME_SLACK_US);
                     let met = median <= limit;
+                    let above = s.median_above(lat.of(other));
                     if !met {
                         self.misses.push(format!(
                             "{}: {median:.0} µs vs {base:.0} µs for the {base_name} form ({:+.1} %), target ≤ +{:.0} % or +{SAME_SLACK_US} µs",
@@ -98,7 +99,13 @@ impl Report {
                         ));
                     }
                     (
-                        format!("≤ {base_name} ({base:.0}) + max(3 %, {SAME_SLACK_US} µs)"),
+                        format!(
+                            "≤ {base_name} ({base:.0}) + max(3 %, {SAME_SLACK_US} µs); Δ {:+.1} [{:+.1}, {:+.1}]{}",
+                            above.point,
+                            above.low,
+                            above.high,
+                            if above.holds_zero() { " = noise" } else { "" }
+                        ),
                         Some(met),
                     )
                 }
@@ -132,7 +139,11 @@ impl Report {
              (²) the median over that of the same statements sent by hand through sqlx: \
              `pg_advisory_lock($1)` + `pg_advisory_unlock($1)` for session locks, \
              `pg_advisory_xact_lock($1)` for transaction-level ones; what is above 1 is pglock's \
-             own cost (or, for timed and pool rows, the price of their extra SQL and checkout).",
+             own cost (or, for timed and pool rows, the price of their extra SQL and checkout). \
+             Δ: how far the median is above that of the row it is held to, in µs, with a 95 % \
+             interval from resampling the rounds (each round's two samples kept together); \
+             \"= noise\" when the interval holds 0, that is when this run cannot tell the two \
+             apart (the A/A control rows show how often identical operations do).",
             lat.samples[0].len()
         ));
         self.line("");
