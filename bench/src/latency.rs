@@ -288,14 +288,15 @@ impl Cx {
 /// Runs `op` once and returns the time of the part that counts (for transaction-level locks, the
 /// lock alone: BEGIN and COMMIT are not timed).
 pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
+    // A control row runs its twin's operation, under its own key.
     let key = op.key();
+    let op = match op {
+        Op::RuntimeAgain => Op::Runtime(Mode::Default),
+        Op::RuntimeXactAgain => Op::RuntimeXact(XactMode::Default),
+        op => op,
+    };
     cx.timed_part = None;
-    if let Op::RuntimeXact(_)
-    | Op::RuntimeXactAgain
-    | Op::AttrXact
-    | Op::RawXact
-    | Op::RawGatedXact = op
-    {
+    if let Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact | Op::RawGatedXact = op {
         let counts = cx.counts.clone();
         let snapshot = || counts.as_ref().map_or((0, 0), |c| c.snapshot());
         let mut tx = cx.conn.begin().await?;
@@ -304,10 +305,6 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
         match op {
             Op::RuntimeXact(mode) => {
                 let guard = mode.lock(key).acquire(&mut tx).await?;
-                guard.release().await?;
-            }
-            Op::RuntimeXactAgain => {
-                let guard = XactMode::Default.lock(key).acquire(&mut tx).await?;
                 guard.release().await?;
             }
             Op::AttrXact => attr::xact(&mut tx).await?,
@@ -349,10 +346,6 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
             let guard = mode.lock(key).acquire(&mut *conn).await?;
             guard.release().await?;
         }
-        Op::RuntimeAgain => {
-            let guard = Mode::Default.lock(key).acquire(&mut *conn).await?;
-            guard.release().await?;
-        }
         Op::Attr(mode) => match mode {
             Mode::Default => attr::wait_default(conn).await?,
             Mode::Forever => attr::wait_forever(conn).await?,
@@ -360,12 +353,11 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
             Mode::Timed => attr::timed(conn).await?,
             Mode::Shared => attr::shared(conn).await?,
         },
-        Op::RuntimeXact(_)
-        | Op::RuntimeXactAgain
-        | Op::AttrXact
-        | Op::RawXact
-        | Op::RawGatedXact => {
+        Op::RuntimeXact(_) | Op::AttrXact | Op::RawXact | Op::RawGatedXact => {
             unreachable!("handled above")
+        }
+        Op::RuntimeAgain | Op::RuntimeXactAgain => {
+            unreachable!("mapped to their twins above")
         }
         Op::RuntimeXactWhole => {
             let mut tx = conn.begin().await?;

@@ -26,8 +26,7 @@ impl Samples {
         }
         let mut sorted = self.0.clone();
         sorted.sort_by(f64::total_cmp);
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
+        nearest_rank(&sorted, q)
     }
 
     pub fn median(&self) -> f64 {
@@ -51,7 +50,7 @@ impl Samples {
         let n = self.0.len().min(base.0.len());
         let median = |values: &mut [f64]| {
             values.sort_by(f64::total_cmp);
-            values[(n.div_ceil(2)).max(1) - 1]
+            nearest_rank(values, 0.5)
         };
         let point = median(&mut self.0[..n].to_vec()) - median(&mut base.0[..n].to_vec());
         // xorshift64: deterministic, so that a run's report can be reproduced from its samples.
@@ -77,6 +76,12 @@ impl Samples {
             high: at(0.975),
         }
     }
+}
+
+/// The `q` quantile (0..=1) of `sorted`, nearest-rank.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 /// How many times [`Samples::median_above`] resamples the rounds.

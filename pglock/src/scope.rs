@@ -255,21 +255,11 @@ impl<H: Site, S: Held> Scope<H, S> {
         })
     }
 
-    /// The handle (to lend to the body) and the state (to run the body with), borrowed apart.
-    pub(crate) fn split(&mut self) -> (&mut H, &mut S) {
-        let (handle, held, _) = self.parts();
-        (handle, held)
-    }
-
-    /// The handle, the state and the span, borrowed apart.
+    /// The handle (to lend to the body), the state (to run the body with) and the span (to run
+    /// it in, with `await_in!`), borrowed apart.
     pub(crate) fn parts(&mut self) -> (&mut H, &mut S, &Span) {
-        let held = self.held.as_mut().expect("split before the scope ends");
+        let held = self.held.as_mut().expect("borrowed before the scope ends");
         (&mut self.handle, held, &self.span)
-    }
-
-    /// The scope's span: the body runs in it (`in_span(scope.span(), held.run(body))`).
-    pub(crate) fn span(&self) -> Span {
-        self.span.clone()
     }
 
     /// End the scope and settle its outcome with the body's (see [`settle`]).
@@ -395,8 +385,7 @@ where
     K: Kind<&'c mut L>,
 {
     let mut scope = Scope::enter(kind, handle).await?;
-    let span = scope.span();
-    let (handle, held) = scope.split();
-    let outcome = in_span(span, held.run(body(handle.as_pg_connection()))).await;
+    let (handle, held, span) = scope.parts();
+    let outcome = await_in!(span, held.run(body(handle.as_pg_connection())));
     scope.exit(outcome, Result::is_err).await
 }

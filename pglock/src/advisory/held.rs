@@ -178,11 +178,11 @@ impl Advisory {
             }
             Err(error) => return Err(error),
         };
-        let (_, held) = scope.split();
+        let (_, held, span) = scope.parts();
         if let Some(signal) = notify {
             held.notify = Some(Box::new((signal, None)));
         }
-        let outcome = crate::scope::in_span(span, held.run(body(()))).await;
+        let outcome = crate::scope::await_in!(span, held.run(body(())));
         scope.exit(outcome, Result::is_err).await.map(Some)
     }
 
