@@ -1,12 +1,14 @@
 //! The client's own work per lock, counted exactly: one operation run in a loop, for
-//! `valgrind --tool=callgrind` to count the instructions of that loop alone, and the sizes of
-//! the futures involved (every `.await` that moves a future copies all of it).
+//! `valgrind --tool=callgrind` to count the instructions of that loop alone, the client's CPU
+//! time per lock, and the sizes of the futures involved (every `.await` that moves a future
+//! copies all of it).
 //!
 //! ```sh
 //! cargo build -p pglock-bench --release --example cpu
 //! target/release/examples/cpu sizes
 //! valgrind --tool=callgrind --toggle-collect='*cpu::Measured*' \
 //!     target/release/examples/cpu attribute-xact 1000   # instructions ÷ 1000 = per lock
+//! target/release/examples/cpu cputime 4000               # the client's CPU time per lock
 //! target/release/examples/cpu interleaved 3000           # the xact forms on the wall clock
 //! ```
 //!
@@ -16,6 +18,15 @@
 //! lock, and the 14 KB pool checkout carried inside every lock future. `interleaved` times the
 //! attribute's phases, which is how the exit of a transaction-level scope was found to cost
 //! four times a runtime release that does the same.
+//!
+//! Instructions are not the whole cost. Each lock waits for the server, whose backend runs in
+//! between and leaves the client's caches cold, so what the client runs after the reply costs
+//! what it touches (code and data) more than what it executes: 800 instructions more cost the
+//! attribute over 1 µs. `cputime` measures that: the CPU time of the client's thread per lock
+//! (`CLOCK_THREAD_CPUTIME_ID`), which the server's scheduling, most of a loaded machine's
+//! noise, does not blur, so that a difference of a few hundred nanoseconds shows in one run.
+//! Its forms include an A/A control, and the attribute's work written with the runtime API
+//! (`xact by hand`): the cost the attribute is held to.
 //!
 //! Two more tools that told where the attribute's bytes go: rustc's type-size report
 //! (`RUSTC_BOOTSTRAP=1 cargo rustc -p pglock-bench --example cpu --release -- -Zprint-type-sizes`
@@ -42,6 +53,22 @@ async fn attribute_try(conn: &mut PgConnection) -> Result<(), Error> {
     Ok(())
 }
 
+/// What `attribute_xact` does, written with the runtime API in a function of its own (the
+/// body's panic caught, the lock released after it): the cost the attribute is held to.
+async fn xact_by_hand(tx: &mut Transaction<'_, Postgres>) -> Result<(), Error> {
+    let guard = pglock::advisory(KEY + 50)
+        .xact()
+        .function("cpu::xact_by_hand")
+        .acquire(&mut **tx)
+        .await?;
+    let out = pglock::__private::catch_panic(async { Ok::<(), Error>(()) }).await;
+    guard.release().await?;
+    match out {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// A body that keeps 1,000 bytes across an `.await`: what the attribute adds to a body's size.
 #[pglock::advisory(KEY)]
 async fn attribute_big_body(conn: &mut PgConnection) -> Result<(), Error> {
@@ -51,7 +78,8 @@ async fn attribute_big_body(conn: &mut PgConnection) -> Result<(), Error> {
     Ok(())
 }
 
-const OPERATIONS: [&str; 5] = [
+const OPERATIONS: [&str; 6] = [
+    "hand-xact",
     "raw-xact",
     "runtime-xact",
     "attribute-xact",
@@ -65,24 +93,32 @@ fn main() {
     let rounds: u32 = args
         .next()
         .map_or(1000, |n| n.parse().expect("a number of rounds"));
-    if !["sizes", "interleaved"].contains(&operation.as_str())
+    if !["sizes", "interleaved", "cputime"].contains(&operation.as_str())
         && !OPERATIONS.contains(&operation.as_str())
     {
         eprintln!(
-            "usage: cpu sizes | cpu interleaved [rounds] | cpu <{}> [rounds]",
+            "usage: cpu sizes | cpu interleaved [rounds] | cpu cputime [rounds] | cpu <{}> [rounds]",
             OPERATIONS.join("|")
         );
         std::process::exit(2);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = if std::env::var_os("CPU_MULTI").is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("a runtime");
     runtime.block_on(async {
         let db = TestDb::new().await;
         let mut conn = db.connect().await;
         if operation == "sizes" {
             sizes(&db, &mut conn).await;
+            return;
+        }
+        if operation == "cputime" {
+            cputime(rounds, &mut conn).await;
             return;
         }
         if operation == "interleaved" {
@@ -133,6 +169,11 @@ async fn measured(operation: &str, rounds: u32, conn: &mut PgConnection) {
                 "attribute-xact" => {
                     let mut tx = conn.begin().await?;
                     attribute_xact(&mut tx).await?;
+                    tx.commit().await?;
+                }
+                "hand-xact" => {
+                    let mut tx = conn.begin().await?;
+                    xact_by_hand(&mut tx).await?;
                     tx.commit().await?;
                 }
                 "runtime-try" => {
@@ -202,20 +243,29 @@ async fn interleaved(rounds: u32, conn: &mut PgConnection) {
                         let policy = private::raise::<Result<(), Error>>();
                         let kind = private::advisory(private::lock_id(&KEY)).xact();
                         let entering = Instant::now();
-                        let Ok(mut entered) = private::enter(policy, kind, &mut tx).await else {
-                            panic!("an uncontended lock")
-                        };
+                        let mut scope = private::Layer::new(policy, &kind, &mut tx);
+                        {
+                            let (site, span) = scope.entering();
+                            let held = private::await_in!(span, private::Kind::enter(kind, site));
+                            if scope.entered(held).is_err() {
+                                panic!("an uncontended lock")
+                            }
+                        }
                         let running = Instant::now();
-                        let (lent, runner) = entered.split();
                         let out = {
+                            let (lent, held, span) = scope.split();
                             let body = std::pin::pin!(async move {
                                 let _ = lent;
                                 Ok(())
                             });
-                            runner.run(body).await
+                            private::await_in!(span, private::Held::run(held, body))
                         };
                         let exiting = Instant::now();
-                        entered.exit(out).await?;
+                        let ended = {
+                            let (held, site, span, failed) = scope.ending(&out);
+                            private::await_in!(span, private::Held::end(held, site, failed))
+                        };
+                        scope.exit(out, ended)?;
                         phases[0].push(running - entering);
                         phases[1].push(exiting - running);
                         phases[2].push(exiting.elapsed());
@@ -244,6 +294,90 @@ async fn interleaved(rounds: u32, conn: &mut PgConnection) {
         median(body),
         median(exit)
     );
+}
+
+/// The CPU time of this (the only) thread, in ns: what the client spent, syscalls included,
+/// without the wait for the server, whose scheduling is most of a loaded machine's noise.
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    let done = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(done, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The client's CPU time per lock, form by form, in shuffled rounds: the session try and the
+/// transaction-level wait, each through the runtime API (twice: the second is the A/A control),
+/// and through the attribute. Only the lock is timed (not BEGIN and COMMIT).
+async fn cputime(rounds: u32, conn: &mut PgConnection) {
+    const FORMS: [&str; 7] = [
+        "runtime try",
+        "runtime try again",
+        "attribute try",
+        "runtime xact",
+        "runtime xact again",
+        "attribute xact",
+        "xact by hand",
+    ];
+    let mut cpu: Vec<Vec<u64>> = vec![Vec::new(); FORMS.len()];
+    let mut order: Vec<usize> = (0..FORMS.len()).collect();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..rounds {
+        for i in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        for &form in &order {
+            let key = KEY + form as i64;
+            let done: Result<(), Error> = if form < 3 {
+                let started = thread_cpu_ns();
+                let done = async {
+                    if form == 2 {
+                        attribute_try(conn).await
+                    } else {
+                        let lock = pglock::advisory(key).timeout(Duration::ZERO);
+                        lock.acquire(&mut *conn).await?.release().await
+                    }
+                }
+                .await;
+                cpu[form].push(thread_cpu_ns() - started);
+                done
+            } else {
+                let mut tx = conn.begin().await.expect("a transaction");
+                let started = thread_cpu_ns();
+                let done = async {
+                    if form == 6 {
+                        xact_by_hand(&mut tx).await
+                    } else if form == 5 {
+                        attribute_xact(&mut tx).await
+                    } else {
+                        let guard = pglock::advisory(key).xact().acquire(&mut tx).await?;
+                        guard.release().await
+                    }
+                }
+                .await;
+                cpu[form].push(thread_cpu_ns() - started);
+                tx.commit().await.expect("committed");
+                done
+            };
+            done.expect("an uncontended lock");
+        }
+    }
+    for (form, mut times) in cpu.into_iter().enumerate() {
+        times.sort_unstable();
+        let mean = times.iter().sum::<u64>() as f64 / times.len() as f64;
+        println!(
+            "{:>20}: client CPU median {:.2} µs, mean {:.2} µs",
+            FORMS[form],
+            times[times.len() / 2] as f64 / 1000.0,
+            mean / 1000.0
+        );
+    }
 }
 
 async fn sizes(db: &TestDb, conn: &mut PgConnection) {
@@ -281,14 +415,16 @@ async fn sizes(db: &TestDb, conn: &mut PgConnection) {
             size_of_val(&attribute_try(&mut *conn)),
         );
         let policy = p::raise::<Result<(), Error>>();
-        size(
-            "__private::enter(..)",
-            size_of_val(&p::enter(policy, kind(), &mut *conn)),
-        );
-        let Ok(mut entered) = p::enter(policy, kind(), &mut *conn).await else {
-            panic!("entered")
-        };
-        size("Entered", size_of_val(&entered));
+        let kind = kind();
+        let mut scope = p::Layer::new(policy, &kind, &mut *conn);
+        size("Layer (the scope the expansion keeps)", size_of_val(&scope));
+        {
+            let (site, _) = scope.entering();
+            let enter = p::Kind::enter(kind, site);
+            size("Kind::enter(..) of a lock", size_of_val(&enter));
+            let held = enter.await;
+            assert!(scope.entered(held).is_ok(), "entered");
+        }
         let big = || async {
             let bytes = [7u8; 1000];
             tokio::task::yield_now().await;
@@ -296,22 +432,23 @@ async fn sizes(db: &TestDb, conn: &mut PgConnection) {
             Ok::<_, Error>(())
         };
         size("a body holding 1000 bytes", size_of_val(&big()));
-
         size(
             "catch_panic(that body)",
             size_of_val(&p::catch_panic(big())),
         );
+        let (_, held, _) = scope.split();
         size(
-            "Runner::run(that body, pinned as the expansion does)",
-            size_of_val(&entered.split().1.run(std::pin::pin!(big()))),
+            "Held::run(that body, pinned as the expansion does)",
+            size_of_val(&p::Held::run(held, std::pin::pin!(big()))),
         );
-        let (_, runner) = entered.split();
-        let run = runner.run(async { Ok(()) });
-        size("Runner::run(empty body)", size_of_val(&run));
+        let run = p::Held::run(held, async { Ok(()) });
+        size("Held::run(empty body)", size_of_val(&run));
         let out = run.await;
-        let exit = entered.exit(out);
-        size("Entered::exit(..)", size_of_val(&exit));
-        exit.await.expect("released");
+        let (held, site, _, failed) = scope.ending(&out);
+        let end = p::Held::end(held, site, failed);
+        size("Held::end(..) of a lock", size_of_val(&end));
+        let ended = end.await;
+        scope.exit(out, ended).expect("released");
     }
     size(
         "sqlx: query(..).fetch_one(&mut conn)",

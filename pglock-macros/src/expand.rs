@@ -2,9 +2,9 @@
 //! pglock attribute, in reading order (the top attribute outermost, as Python decorators nest).
 //!
 //! Each layer enters its scope (takes the lock, sets the timeout, starts the watcher) through the
-//! one runtime entry, `::pglock::__private::enter` (or under `crate = path`, `path::__private::enter`), lends the handle back to the code inside under
-//! its own name, runs that code in an `async move` block, and ends the scope however the block
-//! ended.
+//! one runtime type, `::pglock::__private::Layer` (or under `crate = path`, `path::__private::Layer`),
+//! lends the handle back to the code inside under its own name, runs that code in an `async move`
+//! block, and ends the scope however the block ended.
 
 use proc_macro2::{Spacing, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
@@ -481,19 +481,27 @@ fn wrap(
 ) -> TokenStream {
     let private = cx.private();
     let kind = kind(cx, layer);
-    let (entered, lent, runner, out) = (
-        hygienic("__pglock_entered"),
+    let (scope, the_kind, lent, out) = (
+        hygienic("__pglock_scope"),
+        hygienic("__pglock_kind"),
         hygienic("__pglock_lent"),
-        hygienic("__pglock_runner"),
         hygienic("__pglock_out"),
     );
-    let (ok, early, body) = (hygienic("entered"), hygienic("early"), hygienic("body"));
+    let (site, span, held, failed, ended, early, body) = (
+        hygienic("site"),
+        hygienic("span"),
+        hygienic("held"),
+        hygienic("failed"),
+        hygienic("ended"),
+        hygienic("early"),
+        hygienic("body"),
+    );
     let target = handle.tokens(&private);
     let check = match layer {
         Layer::Advisory(_) => quote_spanned!(handle.span()=> handle),
         _ => quote_spanned!(handle.span()=> session),
     };
-    // The handle is checked where it is written, once; the call after it cannot fail on it.
+    // The handle is checked where it is written, once; the calls after it cannot fail on it.
     let private_here = respan(&private, handle.span());
     let checked = quote_spanned! {handle.span()=>
         {
@@ -502,38 +510,45 @@ fn wrap(
             #private_here::Check(#target).#check()
         }
     };
-    let enter = quote!(#private::enter(#policy, #kind, #checked));
-    let (split, rebind) = match handle {
+    let (lend, rebind) = match handle {
         Handle::Binding(binding) => {
             let (name, mutability) = (&binding.name, binding.mutable.then(|| quote!(mut)));
-            (
-                quote!((#lent, #runner)),
-                quote!(let #mutability #name = #lent;),
-            )
+            (quote!(#lent), quote!(let #mutability #name = #lent;))
         }
-        _ => (quote!((_, #runner)), quote!()),
+        _ => (quote!(_), quote!()),
     };
     let anchor = cx
         .anchor
         .as_ref()
         .map(|ty| quote!(: #private::Outcome<#ty>));
+    // Each step's future (the kind's entering, the body's run, the end) is awaited here, in
+    // this function's own state, as a caller of the runtime API awaits them: no layer of
+    // pglock's wraps them, and none is moved once made.
     quote! {
-        let mut #entered = match #enter.await {
-            ::core::result::Result::Ok(#ok) => #ok,
-            ::core::result::Result::Err(#early) => return #early,
-        };
-        let #split = #entered.split();
-        // The code inside is pinned here, in this function's own state, and run through a
-        // reference: never moved (copied) into the futures that run it. It is dropped at the
-        // end of this block, before the scope ends, as it would be if it were moved.
+        let #the_kind = #kind;
+        let mut #scope = #private::Layer::new(#policy, &#the_kind, #checked);
+        {
+            let (#site, #span) = #scope.entering();
+            let #held = #private::await_in!(#span, #private::Kind::enter(#the_kind, #site));
+            if let ::core::result::Result::Err(#early) = #scope.entered(#held) {
+                return #early;
+            }
+        }
+        // The code inside is pinned here and run through a reference, and dropped at the end of
+        // this block, before the scope ends.
         let #out #anchor = {
+            let (#lend, #held, #span) = #scope.split();
             let #body = ::core::pin::pin!(async move {
                 #rebind
                 #inner
             });
-            #runner.run(#body).await
+            #private::await_in!(#span, #private::Held::run(#held, #body))
         };
-        #entered.exit(#out).await
+        let #ended = {
+            let (#held, #site, #span, #failed) = #scope.ending(&#out);
+            #private::await_in!(#span, #private::Held::end(#held, #site, #failed))
+        };
+        #scope.exit(#out, #ended)
     }
 }
 

@@ -167,6 +167,7 @@ impl<L: Lend + ?Sized> Handle for &mut L {
     where
         Self: 'b;
 
+    #[inline]
     fn relend(&mut self) -> &mut L {
         self
     }
@@ -402,7 +403,9 @@ impl<H> Attempts for Invalid<H> {
 }
 
 /// What an attribute does when its scope cannot be entered or ended: return an error
-/// (`Raise`), or a "skipped" value when the lock is held elsewhere (`Skip`).
+/// (`Raise`), or a "skipped" value when the lock is held elsewhere (`Skip`). The return type's
+/// functions, taken where the return type is checked, once: a type that does not fit is
+/// reported there, and nowhere after.
 #[doc(hidden)]
 pub struct Policy<R> {
     skip: bool,
@@ -441,69 +444,89 @@ pub fn skip<R: SkipReturn>() -> Policy<R> {
     }
 }
 
-/// Enter a scope (take the lock, set the timeout, start the watcher) on `handle`, or give the
-/// function's return value when it cannot be entered.
-#[doc(hidden)]
-pub async fn enter<R, K, H>(
-    policy: Policy<R>,
-    kind: K,
-    handle: H,
-) -> Result<Entered<H, K::Held, R>, R>
-where
-    H: Handle,
-    K: Kind<H>,
-{
-    let span = kind.span();
-    match Scope::enter_in(kind, handle, span.clone()).await {
-        Ok(scope) => Ok(Entered { scope, policy }),
-        Err(error) if policy.skip && error.is_not_acquired() => {
-            span.in_scope(|| crate::telemetry::skipped(&error));
-            Err((policy.skipped)())
-        }
-        Err(error) => Err((policy.error)(error)),
-    }
-}
-
 /// What the body's run gives: its outcome (a panic caught), or why the scope stopped it.
 #[doc(hidden)]
 pub use crate::scope::Outcome;
 
-/// An entered scope. The generated code lends the handle to the body and runs the body with
-/// [`split`](Self::split), then ends the scope with [`exit`](Self::exit). If the function's
-/// future is dropped in between, dropping this does what the runtime API does when its future is
-/// dropped.
+/// One attribute's scope around the code inside it. The generated code makes it, enters it
+/// (awaiting [`Kind::enter`] on [`entering`](Self::entering)'s site itself), lends the handle to
+/// the code inside and runs that code ([`Held::run`], on [`split`](Self::split)'s parts), and
+/// ends it ([`Held::end`], on [`ending`](Self::ending)'s parts), then [`exit`](Self::exit)s
+/// with the function's return value. Each future is awaited in the function's own state, as
+/// the runtime API's are in its caller's: no layer of pglock's wraps them. If the function's
+/// future is dropped in between, dropping this does what the runtime API does when its future
+/// is dropped.
 #[doc(hidden)]
-pub struct Entered<H: Handle, S: Held, R> {
+pub struct Layer<H: Handle, S: Held, R> {
     scope: Scope<H, S>,
     policy: Policy<R>,
 }
 
-impl<H: Handle, S: Held, R> Entered<H, S, R> {
-    /// The handle for the body, and the runner to run the body with.
-    pub fn split(&mut self) -> (H::Lent<'_>, Runner<'_, S>) {
+impl<H: Handle, S: Held, R> Layer<H, S, R> {
+    /// A layer of `kind` on `handle`, not entered yet.
+    #[inline]
+    pub fn new<K: Kind<H, Held = S>>(policy: Policy<R>, kind: &K, handle: H) -> Self {
+        Layer {
+            scope: Scope::new(kind, handle),
+            policy,
+        }
+    }
+
+    /// The site to enter on, and the span to enter in.
+    #[inline]
+    pub fn entering(&mut self) -> (&mut H, &tracing::Span) {
+        self.scope.entering()
+    }
+
+    /// Entered, or the function's return value when the scope could not be entered.
+    #[inline]
+    pub fn entered(&mut self, entered: Result<S, Error>) -> Result<(), R> {
+        match entered {
+            Ok(held) => {
+                self.scope.entered(held);
+                Ok(())
+            }
+            Err(error) => Err(self.refused(error)),
+        }
+    }
+
+    /// The return value of a function whose scope could not be entered.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, error: Error) -> R {
+        if self.policy.skip && error.is_not_acquired() {
+            self.scope
+                .span()
+                .in_scope(|| crate::telemetry::skipped(&error));
+            (self.policy.skipped)()
+        } else {
+            (self.policy.error)(error)
+        }
+    }
+
+    /// The handle for the body, what the scope holds (to run the body with) and the span (to
+    /// run it in).
+    #[inline]
+    pub fn split(&mut self) -> (H::Lent<'_>, &mut S, &tracing::Span) {
         let (handle, held, span) = self.scope.parts();
-        (handle.relend(), Runner(held, span))
+        (handle.relend(), held, span)
     }
 
-    /// End the scope and give the function's return value.
-    pub fn exit(self, outcome: Outcome<R>) -> impl Future<Output = R> {
-        let Entered { scope, policy } = self;
-        scope.exit_then(outcome, policy.failed, move |settled| {
-            settled.unwrap_or_else(policy.error)
-        })
+    /// What the scope holds, to end on the site in the span, and whether the body failed.
+    #[inline]
+    pub fn ending(&mut self, outcome: &Outcome<R>) -> (S, &mut H, &tracing::Span, bool) {
+        let body_failed = !matches!(outcome, Ok(Ok(out)) if !(self.policy.failed)(out));
+        let (held, site, span) = self.scope.ending();
+        (held, site, span, body_failed)
     }
-}
 
-/// Runs the body of an entered scope.
-#[doc(hidden)]
-pub struct Runner<'a, S: Held>(&'a mut S, &'a tracing::Span);
-
-impl<S: Held> Runner<'_, S> {
-    /// Run the body, catching its panic, while the scope watches what it holds, in the scope's
-    /// span.
-    pub async fn run<F: Future>(self, body: F) -> Outcome<F::Output> {
-        let Runner(held, span) = self;
-        crate::scope::await_in!(span, held.run(body))
+    /// The function's return value, from the body's outcome and the end's.
+    #[inline]
+    pub fn exit(&self, outcome: Outcome<R>, ended: Result<(), Error>) -> R {
+        match self.scope.settle(outcome, ended, self.policy.failed) {
+            Ok(out) => out,
+            Err(error) => (self.policy.error)(error),
+        }
     }
 }
 
@@ -519,6 +542,7 @@ pub fn watcher<P: PoolHandle + ?Sized>(
 /// A lock id from the attribute's expression, taken by reference so that the function's
 /// arguments it names are not moved.
 #[doc(hidden)]
+#[inline]
 pub fn lock_id<T: ToLockId + ?Sized>(id: &T) -> LockId {
     id.to_lock_id()
 }
@@ -549,12 +573,14 @@ impl ToLockId for std::borrow::Cow<'static, str> {
 }
 
 impl ToLockId for i64 {
+    #[inline]
     fn to_lock_id(&self) -> LockId {
         LockId::from(*self)
     }
 }
 
 impl ToLockId for i32 {
+    #[inline]
     fn to_lock_id(&self) -> LockId {
         LockId::from(*self)
     }
@@ -585,6 +611,7 @@ impl ToLockId for str {
 }
 
 impl<T: ToLockId + ?Sized> ToLockId for &T {
+    #[inline]
     fn to_lock_id(&self) -> LockId {
         (**self).to_lock_id()
     }

@@ -272,16 +272,19 @@ pub use pglock_macros::prioritize;
 /// The one door the attributes' generated code goes through: not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::__await_in as await_in;
     pub use crate::attribute::{
-        Again, AgainCopy, Caught, Check, DefaultPool, Entered, NotAHandle, Outcome, Policy, Runner,
-        Unchecked, default_pool, duration, enter, finally_prioritize, lock_id, method_id, probe,
-        raise, retry, retry_policy, skip, watcher,
+        Again, AgainCopy, Caught, Check, DefaultPool, Layer, NotAHandle, Outcome, Policy,
+        Unchecked, default_pool, duration, finally_prioritize, lock_id, method_id, probe, raise,
+        retry, retry_policy, skip, watcher,
     };
+    pub use crate::scope::{Held, Kind};
     pub use crate::unwind::catch_panic;
     pub use crate::{
         Finally, Signal, Step, Wait, advisory, idle_in_transaction_session_timeout, prioritize,
         retry_locks, statement_timeout, timeout, transaction_timeout,
     };
+    pub use tracing::Span;
 }
 
 /// The workspace README's Rust examples, compiled as doc tests (`cargo test --doc`) so that

@@ -21,19 +21,28 @@ use crate::unwind::{CatchPanic, catch_panic};
 /// made, in the state of the `async` code that awaits it, and never moved, and the span is
 /// borrowed, not cloned. Wrapped in `Instrumented` instead, the whole future (a lock's
 /// statements, some hundreds of bytes) is copied into the wrapper, and the wrapper into the
-/// caller's state.
-macro_rules! await_in {
+/// caller's state. A span nobody could see is not entered at all. The attributes' generated
+/// code uses it too (as `__private::await_in`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __await_in {
     ($span:expr, $future:expr) => {{
-        let span: &::tracing::Span = $span;
-        let mut future = ::std::pin::pin!($future);
-        ::std::future::poll_fn(|cx| {
-            let _entered = span.enter();
-            future.as_mut().poll(cx)
-        })
-        .await
+        let span: &$crate::__private::Span = $span;
+        let mut future = ::core::pin::pin!($future);
+        // `Span::none()`, which nothing could see (not even `log`, through tracing's `log`
+        // feature): awaited as it is, with no span to enter and leave at each poll.
+        if span.is_none() {
+            future.await
+        } else {
+            ::core::future::poll_fn(|cx| {
+                let _entered = span.enter();
+                ::core::future::Future::poll(future.as_mut(), cx)
+            })
+            .await
+        }
     }};
 }
-pub(crate) use await_in;
+pub(crate) use crate::__await_in as await_in;
 
 /// A connection a scope can act on and lend to a body under its own type.
 pub trait Lend {
@@ -48,28 +57,33 @@ pub trait Lend {
 }
 
 impl Lend for PgConnection {
+    #[inline]
     fn as_pg_connection(&mut self) -> &mut PgConnection {
         self
     }
 }
 
 impl Lend for PoolConnection<Postgres> {
+    #[inline]
     fn as_pg_connection(&mut self) -> &mut PgConnection {
         self
     }
 
+    #[inline]
     fn as_pool_connection(&mut self) -> Option<&mut PoolConnection<Postgres>> {
         Some(self)
     }
 }
 
 impl Lend for Transaction<'_, Postgres> {
+    #[inline]
     fn as_pg_connection(&mut self) -> &mut PgConnection {
         self
     }
 }
 
 /// The connection behind a lent handle, sorted by what pglock may do with it.
+#[inline]
 pub(crate) fn lent<H: Lend + ?Sized>(handle: &mut H) -> Conn<'_> {
     if handle.as_pool_connection().is_some() {
         Conn::PoolConnection(handle.as_pool_connection().expect("checked just above"))
@@ -91,10 +105,12 @@ pub trait Site {
 }
 
 impl<H: Lend + ?Sized> Site for &mut H {
+    #[inline]
     fn session(&mut self) -> Option<Conn<'_>> {
         Some(lent(&mut **self))
     }
 
+    #[inline]
     fn pool(&self) -> Option<Result<PgPool, Error>> {
         None
     }
@@ -225,95 +241,146 @@ impl<F: Future, W: Future<Output = Outcome<F::Output>>> Future for Running<F, W>
     }
 }
 
-/// A scope entered on a handle it keeps, from [`enter`](Self::enter) to [`exit`](Self::exit).
-/// Dropped in between (its future was dropped mid-body), it abandons what it holds.
+/// A scope on a handle it keeps: made, then entered (it holds `S`), then ended, each step a call
+/// of its own so that the code running it (a runtime `scope` method, or a function an attribute
+/// rewrote) awaits the kind's own futures in its own state, with no layer of ours around them.
+/// Dropped while it holds (its future was dropped mid-body), it abandons what it holds.
 pub(crate) struct Scope<H: Site, S: Held> {
     handle: H,
-    /// `None` once ended or abandoned.
+    /// `Some` from entering to ending.
     held: Option<S>,
+    /// What the scope is, for logs (set when entered).
+    what: &'static str,
     /// The kind's span, entered while the scope enters, runs its body, and ends.
     span: Span,
 }
 
 impl<H: Site, S: Held> Scope<H, S> {
+    /// A scope of `kind` on `handle`, in the kind's span, not entered yet.
+    #[inline]
+    pub(crate) fn new<K: Kind<H, Held = S>>(kind: &K, handle: H) -> Self {
+        Scope::in_span(handle, kind.span())
+    }
+
+    /// A scope on `handle` in `span` (the kind's, which a caller may need to report in too).
+    #[inline]
+    pub(crate) fn in_span(handle: H, span: Span) -> Self {
+        Scope {
+            handle,
+            held: None,
+            what: "",
+            span,
+        }
+    }
+
+    /// The site to enter on (with [`Kind::enter`], awaited with `await_in!` in the span).
+    #[inline]
+    pub(crate) fn entering(&mut self) -> (&mut H, &Span) {
+        (&mut self.handle, &self.span)
+    }
+
+    /// Entered: the scope holds `held` until it ends.
+    #[inline]
+    pub(crate) fn entered(&mut self, held: S) {
+        self.what = held.describe();
+        self.held = Some(held);
+    }
+
+    /// Make the scope and enter it.
     pub(crate) async fn enter<K: Kind<H, Held = S>>(kind: K, handle: H) -> Result<Self, Error> {
         let span = kind.span();
         Scope::enter_in(kind, handle, span).await
     }
 
-    /// Enter in `span` (the kind's, which a caller may need to report a failure in).
+    /// [`enter`](Self::enter) in `span`.
     pub(crate) async fn enter_in<K: Kind<H, Held = S>>(
         kind: K,
-        mut handle: H,
+        handle: H,
         span: Span,
     ) -> Result<Self, Error> {
-        let held = await_in!(&span, kind.enter(&mut handle))?;
-        Ok(Scope {
-            handle,
-            held: Some(held),
-            span,
-        })
+        let mut scope = Scope::in_span(handle, span);
+        let (site, span) = scope.entering();
+        let held = await_in!(span, kind.enter(site))?;
+        scope.entered(held);
+        Ok(scope)
     }
 
-    /// The handle (to lend to the body), the state (to run the body with) and the span (to run
-    /// it in, with `await_in!`), borrowed apart.
+    /// The span the scope runs in.
+    #[inline]
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// The handle (to lend to the body), the state (to run the body with, `Held::run`) and the
+    /// span (to run it in, with `await_in!`), borrowed apart.
+    #[inline]
     pub(crate) fn parts(&mut self) -> (&mut H, &mut S, &Span) {
-        let held = self.held.as_mut().expect("borrowed before the scope ends");
+        let held = self.held.as_mut().expect("entered before its body runs");
         (&mut self.handle, held, &self.span)
     }
 
-    /// End the scope and settle its outcome with the body's (see [`settle`]).
-    pub(crate) fn exit<T>(
-        self,
-        outcome: Outcome<T>,
-        failed: impl Fn(&T) -> bool,
-    ) -> impl Future<Output = Result<T, Error>> {
-        self.exit_then(outcome, failed, std::convert::identity)
+    /// Begin to end: what the scope holds, to end (with `Held::end`, awaited in the span) on
+    /// the site. From here the end's future owns it: dropped, that future ends it as far as a
+    /// destructor can, and the scope has nothing left to abandon.
+    #[inline]
+    pub(crate) fn ending(&mut self) -> (S, &mut H, &Span) {
+        let held = self.held.take().expect("ended once");
+        (held, &mut self.handle, &self.span)
     }
 
-    /// [`exit`](Self::exit), and give the settled result to `then`.
-    ///
-    /// Not an `async fn`, and neither is the caller's `exit` that passes its own last step as
-    /// `then`: the arguments of an `async fn` are kept in its future, beside the futures it
-    /// awaits, and a future returned by one `async fn` to another is copied whole into the
-    /// caller's. This is one future, made once, with the scope and the end's future in it.
-    #[allow(clippy::manual_async_fn)] // on purpose: see above
-    pub(crate) fn exit_then<T, U>(
+    /// Settle the body's outcome with the end's (see [`settle`]), in the scope's span.
+    #[inline]
+    pub(crate) fn settle<T>(
+        &self,
+        outcome: Outcome<T>,
+        ended: Result<(), Error>,
+        failed: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let what = self.what;
+        match outcome {
+            // The common case, decided without entering the span.
+            Ok(Ok(out)) if ended.is_ok() => Ok(out),
+            Ok(outcome) => self.span.in_scope(|| settle(&what, outcome, ended, failed)),
+            // The scope stopped the body: its reason is the result; the end's failure is news
+            // only for the log.
+            Err(stopped) => {
+                if let Err(error) = ended {
+                    self.span.in_scope(|| ended_after_stop(what, &error));
+                }
+                Err(stopped)
+            }
+        }
+    }
+
+    /// End the scope (with the body's `outcome`, `failed` saying which values are failures)
+    /// and settle the outcome.
+    pub(crate) async fn exit<T>(
         mut self,
         outcome: Outcome<T>,
         failed: impl Fn(&T) -> bool,
-        then: impl FnOnce(Result<T, Error>) -> U,
-    ) -> impl Future<Output = U> {
-        async move {
-            // Taken here, not before the future exists: a future dropped unpolled drops the
-            // scope with what it holds, which abandons it (in its span).
-            let held = self.held.take().expect("exited once");
-            let what = held.describe();
-            let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
-            let ended = await_in!(&self.span, held.end(&mut self.handle, body_failed));
-            let settled = self.span.in_scope(|| match outcome {
-                Ok(outcome) => settle(&what, outcome, ended, failed),
-                // The scope stopped the body: its reason is the result; the end's failure is
-                // news only for the log.
-                Err(stopped) => {
-                    if let Err(error) = ended {
-                        tracing::warn!(scope = %what, %error, "pglock: ending a scope after its body was stopped failed too");
-                    }
-                    Err(stopped)
-                }
-            });
-            then(settled)
-        }
+    ) -> Result<T, Error> {
+        let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
+        let (held, site, span) = self.ending();
+        let ended = await_in!(span, held.end(site, body_failed));
+        self.settle(outcome, ended, failed)
     }
 }
 
 impl<H: Site, S: Held> Drop for Scope<H, S> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
-            let _span = self.span.enter();
-            held.abandon(&mut self.handle);
+            abandon(held, &mut self.handle, &self.span);
         }
     }
+}
+
+/// A scope dropped while it held: out of line, off the path of every scope that ends.
+#[cold]
+#[inline(never)]
+fn abandon<H: Site, S: Held>(held: S, site: &mut H, span: &Span) {
+    let _span = span.enter();
+    held.abandon(site);
 }
 
 /// Run `future` in `span` (a disabled span, when nobody listens, costs a check per poll).
@@ -339,16 +406,30 @@ pub(crate) fn settle<T>(
         (Ok(out), Ok(())) => Ok(out),
         (Ok(out), Err(error)) if !failed(&out) => Err(error),
         (Ok(out), Err(error)) => {
-            tracing::warn!(scope = %what, %error, "pglock: ending a scope after its body failed failed too");
+            ended_after(what, "failed", &error);
             Ok(out)
         }
         (Err(panic), ended) => {
             if let Err(error) = ended {
-                tracing::warn!(scope = %what, %error, "pglock: ending a scope after its body panicked failed too");
+                ended_after(what, "panicked", &error);
             }
             resume_unwind(panic)
         }
     }
+}
+
+/// The log line of an end that failed after the body had already failed (`how`): out of line,
+/// so that the generic code settling every scope's outcome stays small.
+#[cold]
+#[inline(never)]
+fn ended_after(what: &dyn fmt::Display, how: &str, error: &Error) {
+    tracing::warn!(scope = %what, %error, "pglock: ending a scope after its body {how} failed too");
+}
+
+#[cold]
+#[inline(never)]
+fn ended_after_stop(what: &str, error: &Error) {
+    ended_after(&what, "was stopped", error);
 }
 
 /// The runtime `scope` of a one-session kind (a lock timeout, prioritize): enter on `db`'s

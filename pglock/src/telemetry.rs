@@ -94,6 +94,7 @@ fn wanted(span: Span) -> Span {
 /// allows). When neither could, the span macro would only build its fields to find that out:
 /// some 200 instructions per scope, on the path the attributes must keep as cheap as the
 /// runtime calls.
+#[inline]
 fn could_see(level: tracing::Level) -> bool {
     let to_log = match level {
         tracing::Level::ERROR => log::Level::Error,
@@ -108,10 +109,18 @@ fn could_see(level: tracing::Level) -> bool {
 }
 
 /// The span around an advisory lock's scope (an attribute's call, `scope`, `run`).
+#[inline]
 pub(crate) fn advisory_span(id: &LockId, function: Option<&str>, mode: Mode, wait: Wait) -> Span {
     if !could_see(tracing::Level::INFO) {
         return Span::none();
     }
+    advisory_span_seen(id, function, mode, wait)
+}
+
+/// [`advisory_span`] for a listener: out of line, off the path of a process nobody watches.
+#[cold]
+#[inline(never)]
+fn advisory_span_seen(id: &LockId, function: Option<&str>, mode: Mode, wait: Wait) -> Span {
     wanted(tracing::info_span!(
         target: "pglock",
         "pglock::advisory",

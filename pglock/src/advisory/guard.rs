@@ -56,6 +56,7 @@ pub struct Forgotten {
 
 impl Forgotten {
     /// The lock ended with `ended` without a guard (pglock's own transaction ended): report it.
+    #[inline]
     pub(crate) fn ended(mut self, ended: &Result<(), Error>) {
         if let Some(holding) = self.holding.take() {
             holding.ended(&self.id, ended);
@@ -81,6 +82,7 @@ impl<'c> AdvisoryGuard<'c> {
     }
 
     /// A guard for a lock that is already held on `conn`; see [`forget`](Self::forget).
+    #[inline]
     pub(crate) fn held(conn: Conn<'c>, lock: Forgotten) -> Self {
         AdvisoryGuard {
             conn: Some(conn),
@@ -94,6 +96,7 @@ impl<'c> AdvisoryGuard<'c> {
 
     /// Let go of the connection while the lock stays held, so that the connection can be lent
     /// elsewhere; [`held`](Self::held) makes a guard again to release it.
+    #[inline]
     pub(crate) fn forget(mut self) -> Forgotten {
         self.state = State::Done;
         Forgotten {

@@ -1,8 +1,8 @@
 //! An advisory lock as the state of a scope entered on a handle (see `crate::scope`): what the
 //! attributes hold while the function's body runs.
 
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgPool};
@@ -196,7 +196,7 @@ impl Advisory {
                 .await;
         }
         let guard = self.take(Conn::Owned(conn, pool)).await?;
-        Ok(AdvisoryHeld::new(&self, On::Owned(guard)))
+        Ok(AdvisoryHeld::new(&self, On::Owned(Box::new(guard))))
     }
 
     /// A transaction-level lock on a pool, for a body that does not see the connection: open a
@@ -218,7 +218,10 @@ impl Advisory {
             .await
             .map(AdvisoryGuard::forget);
         match taken {
-            Ok(lock) => Ok(AdvisoryHeld::new(self, On::OwnedTransaction(owned, lock))),
+            Ok(lock) => Ok(AdvisoryHeld::new(
+                self,
+                On::OwnedTransaction(Box::new((owned, lock))),
+            )),
             Err(error) => {
                 // Back to the pool only once the transaction is over; if even the rollback
                 // fails, dropping `owned` closes the connection.
@@ -290,18 +293,21 @@ pub struct AdvisoryHeld {
     notify: Option<Box<(tokio::sync::watch::Sender<bool>, Option<Error>)>>,
 }
 
-/// Where the lock lives.
+/// Where the lock lives. The connections pglock owns are boxed: their checkout costs far more
+/// than the allocation, and inline they would make the state of every scope, lent ones too,
+/// twice the size, to be moved at each step.
 enum On {
     /// On a connection of a pool that pglock checked out and owns, which nothing else uses: it
     /// can be watched.
-    Owned(AdvisoryGuard<'static>),
+    Owned(Box<AdvisoryGuard<'static>>),
     /// Transaction-level, inside a transaction pglock opened on a connection it owns.
-    OwnedTransaction(CloseUnlessKept, Forgotten),
+    OwnedTransaction(Box<(CloseUnlessKept, Forgotten)>),
     /// On the site's own session, which the scope lends to its body: the lock without it.
     Lent(Forgotten),
 }
 
 impl AdvisoryHeld {
+    #[inline]
     fn new(lock: &Advisory, on: On) -> Self {
         AdvisoryHeld {
             on,
@@ -364,6 +370,7 @@ impl AdvisoryHeld {
     }
 
     /// How long the lock was held, and what is left of its `min_hold`, if any is.
+    #[inline]
     fn left_to_hold(&self) -> Option<Lingers> {
         let (hold, since) = self.min_hold?;
         let held = since.elapsed();
@@ -393,12 +400,10 @@ impl Held for AdvisoryHeld {
         "advisory lock"
     }
 
-    // Not an `async fn`: everything up to the one statement is decided before the future
-    // exists, so the future holds the release alone, not this scope's whole state besides
-    // (an `async fn` keeps its arguments for its whole life: some 1,600 bytes here, against
-    // some 600, copied at each `.await` that moves the scope around it). Inlined, so that the
-    // future is made where the scope's exit awaits it: returned from a call, it was copied
-    // whole into the exit's future, twice per call (counted with an interposed `memcpy`).
+    // Not an `async fn`: everything is decided before the future exists, so the future holds
+    // the release alone, or for an end with nothing to send, nothing but the lock to report
+    // (an `async fn` keeps its arguments for its whole life, copied at each move). Inlined, so
+    // that the future is made where the scope's end awaits it.
     #[inline(always)]
     fn end<H: Site>(
         self,
@@ -421,29 +426,30 @@ impl Held for AdvisoryHeld {
                 (on, left) => Close::Release(on, left),
             }
         };
-        async move {
-            match close {
-                Close::Decided(result) => result,
-                Close::Ended(lock) => {
-                    lock.ended(&Ok(()));
-                    Ok(())
+        match close {
+            Close::Decided(result) => End::Decided {
+                result: Some(result),
+            },
+            Close::Ended(lock) => End::Ended { lock: Some(lock) },
+            // A lock on the caller's session with no hold left, the common case: release it
+            // here, with the runtime API's own release. Every other way of ending is boxed, so
+            // that this future (and every scope's around it) stays small.
+            Close::Release(On::Lent(lock), None) => {
+                let conn = site
+                    .session()
+                    .expect("a lent lock lives on the site's session");
+                End::Release {
+                    release: AdvisoryGuard::held(conn, lock).release(),
                 }
-                // A lock on the caller's session with no hold left, the common case: release
-                // it here. Every other way of ending is boxed, so that this future (and every
-                // scope's around it) stays small.
-                Close::Release(On::Lent(lock), None) => {
-                    let conn = site
-                        .session()
-                        .expect("a lent lock lives on the site's session");
-                    AdvisoryGuard::held(conn, lock).release().await
-                }
-                Close::Release(on, left) => {
-                    let ending = Ending {
-                        left,
-                        heartbeat: self.heartbeat,
-                        body_failed,
-                    };
-                    Box::pin(ending.end(on, site)).await
+            }
+            Close::Release(on, left) => {
+                let ending = Ending {
+                    left,
+                    heartbeat: self.heartbeat,
+                    body_failed,
+                };
+                End::Other {
+                    other: Box::pin(ending.end(on, site)),
                 }
             }
         }
@@ -453,12 +459,45 @@ impl Held for AdvisoryHeld {
         match self.on {
             // Closing the connections pglock owns ends the session and its locks.
             On::Owned(guard) => drop(guard),
-            On::OwnedTransaction(owned, _) => drop(owned),
+            On::OwnedTransaction(owned) => drop(owned),
             On::Lent(lock) => {
                 if let Some(conn) = site.session() {
                     drop(AdvisoryGuard::held(conn, lock));
                 }
             }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The end of a held lock's scope, decided before it is polled: only a release awaits
+    /// anything, and an end with nothing to send finishes at its first poll (in the scope's
+    /// span, where the end of a transaction-level lock is reported).
+    #[project = EndNow]
+    enum End<R, O> {
+        Decided { result: Option<Result<(), Error>> },
+        Ended { lock: Option<Forgotten> },
+        Release { #[pin] release: R },
+        Other { #[pin] other: O },
+    }
+}
+
+impl<R, O> Future for End<R, O>
+where
+    R: Future<Output = Result<(), Error>>,
+    O: Future<Output = Result<(), Error>>,
+{
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            EndNow::Decided { result } => Poll::Ready(result.take().expect("polled once done")),
+            EndNow::Ended { lock } => {
+                lock.take().expect("polled once done").ended(&Ok(()));
+                Poll::Ready(Ok(()))
+            }
+            EndNow::Release { release } => release.poll(cx),
+            EndNow::Other { other } => other.poll(cx),
         }
     }
 }
@@ -502,17 +541,19 @@ impl Ending {
             // min_hold: the lock outlives the body in the background, and the call returns.
             // The lingering task reports the lock's end, and keeps it counted until then.
             (On::Owned(guard), Some(Lingers { held, left })) => {
-                linger::linger(Lingering::Session(guard), held, left, heartbeat);
+                linger::linger(Lingering::Session(*guard), held, left, heartbeat);
                 Ok(())
             }
-            (On::OwnedTransaction(conn, lock), Some(Lingers { held, left })) => {
+            (On::OwnedTransaction(owned), Some(Lingers { held, left })) => {
+                let (conn, lock) = *owned;
                 let commit = !body_failed;
                 let lock = Lingering::Transaction { conn, lock, commit };
                 linger::linger(lock, held, left, heartbeat);
                 Ok(())
             }
             (On::Owned(guard), None) => guard.release().await,
-            (On::OwnedTransaction(mut owned, lock), None) => {
+            (On::OwnedTransaction(owned), None) => {
+                let (mut owned, lock) = *owned;
                 let ended = end_transaction(&mut owned, !body_failed).await;
                 lock.ended(&ended);
                 ended?;
