@@ -147,9 +147,9 @@ pub const ALL: &[Op] = &[
     Op::Pool(Mode::Try),
     Op::Pool(Mode::Timed),
     Op::PoolXactScope,
-    Op::AttrPool,
     Op::PoolRun { heartbeat: false },
     Op::PoolRun { heartbeat: true },
+    Op::AttrPool,
     Op::SqlxLock,
     Op::RawLock,
     Op::NaiveTimed,
@@ -227,7 +227,10 @@ impl Op {
             Op::RuntimeXactAgain => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
             Op::Attr(mode) => Target::SameAs(Op::Runtime(mode)),
             Op::AttrXact => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
-            Op::AttrPool => Target::SameAs(Op::Pool(Mode::Default)),
+            // On a pool the attribute watches the lock's session while the body runs (the
+            // heartbeat, on by default), as `run` does and acquire + release does not: the
+            // runtime call that does the same work is `run`.
+            Op::AttrPool => Target::SameAs(Op::PoolRun { heartbeat: true }),
             Op::PoolRun { heartbeat: true } => Target::SameAs(Op::PoolRun { heartbeat: false }),
             Op::PoolRun { heartbeat: false } => Target::Info,
             Op::Pool(_) | Op::PoolXactScope => Target::Info,

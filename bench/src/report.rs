@@ -84,7 +84,8 @@ impl Report {
                 Target::SameAs(other) => {
                     let base = lat.of(other).median();
                     let base_name = match other {
-                        Op::PoolRun { .. } => "heartbeat off",
+                        Op::PoolRun { heartbeat: false } => "heartbeat off",
+                        Op::PoolRun { heartbeat: true } => "runtime `run`",
                         _ => "runtime",
                     };
                     let limit = (SAME_SLACK * base).max(base + SAME_SLACK_US);

@@ -474,7 +474,7 @@ impl<H: Handle, S: Held, R> Layer<H, S, R> {
 
     /// The site to enter on, and the span to enter in.
     #[inline]
-    pub fn entering(&mut self) -> (&mut H, &tracing::Span) {
+    pub fn entering(&mut self) -> (&mut H, Option<&tracing::Span>) {
         self.scope.entering()
     }
 
@@ -495,9 +495,7 @@ impl<H: Handle, S: Held, R> Layer<H, S, R> {
     #[inline(never)]
     fn refused(&self, error: Error) -> R {
         if self.policy.skip && error.is_not_acquired() {
-            self.scope
-                .span()
-                .in_scope(|| crate::telemetry::skipped(&error));
+            crate::scope::within(self.scope.span(), || crate::telemetry::skipped(&error));
             (self.policy.skipped)()
         } else {
             (self.policy.error)(error)
@@ -507,14 +505,14 @@ impl<H: Handle, S: Held, R> Layer<H, S, R> {
     /// The handle for the body, what the scope holds (to run the body with) and the span (to
     /// run it in).
     #[inline]
-    pub fn split(&mut self) -> (H::Lent<'_>, &mut S, &tracing::Span) {
+    pub fn split(&mut self) -> (H::Lent<'_>, &mut S, Option<&tracing::Span>) {
         let (handle, held, span) = self.scope.parts();
         (handle.relend(), held, span)
     }
 
     /// What the scope holds, to end on the site in the span, and whether the body failed.
     #[inline]
-    pub fn ending(&mut self, outcome: &Outcome<R>) -> (S, &mut H, &tracing::Span, bool) {
+    pub fn ending(&mut self, outcome: &Outcome<R>) -> (S, &mut H, Option<&tracing::Span>, bool) {
         let body_failed = !matches!(outcome, Ok(Ok(out)) if !(self.policy.failed)(out));
         let (held, site, span) = self.scope.ending();
         (held, site, span, body_failed)

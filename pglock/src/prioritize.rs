@@ -402,7 +402,7 @@ impl<H: OneSession> Kind<H> for Prioritize {
         Ok(PrioritizeHeld { watcher, timeout })
     }
 
-    fn span(&self) -> tracing::Span {
+    fn span(&self) -> Option<tracing::Span> {
         crate::telemetry::prioritize_span(self.interval, self.signal)
     }
 }

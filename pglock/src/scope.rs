@@ -16,29 +16,28 @@ use crate::Error;
 use crate::handle::Conn;
 use crate::unwind::{CatchPanic, catch_panic};
 
-/// Await `$future` with `$span` (a `&Span`) entered at each of its polls, as
+/// Await `$future` with `$span` (an `Option<&Span>`) entered at each of its polls, as
 /// [`Instrument`](tracing::Instrument) does, but in place: the future is pinned where it is
 /// made, in the state of the `async` code that awaits it, and never moved, and the span is
 /// borrowed, not cloned. Wrapped in `Instrumented` instead, the whole future (a lock's
 /// statements, some hundreds of bytes) is copied into the wrapper, and the wrapper into the
-/// caller's state. A span nobody could see is not entered at all. The attributes' generated
-/// code uses it too (as `__private::await_in`).
+/// caller's state. With no span (nobody could see it), the future is awaited as it is. The
+/// attributes' generated code uses it too (as `__private::await_in`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __await_in {
     ($span:expr, $future:expr) => {{
-        let span: &$crate::__private::Span = $span;
+        let span: ::core::option::Option<&$crate::__private::Span> = $span;
         let mut future = ::core::pin::pin!($future);
-        // `Span::none()`, which nothing could see (not even `log`, through tracing's `log`
-        // feature): awaited as it is, with no span to enter and leave at each poll.
-        if span.is_none() {
-            future.await
-        } else {
-            ::core::future::poll_fn(|cx| {
-                let _entered = span.enter();
-                ::core::future::Future::poll(future.as_mut(), cx)
-            })
-            .await
+        match span {
+            ::core::option::Option::None => future.await,
+            ::core::option::Option::Some(span) => {
+                ::core::future::poll_fn(|cx| {
+                    let _entered = span.enter();
+                    ::core::future::Future::poll(future.as_mut(), cx)
+                })
+                .await
+            }
         }
     }};
 }
@@ -159,10 +158,11 @@ pub trait Kind<H: Site> {
     #[allow(async_fn_in_trait)] // crate-internal: only pglock's own futures implement it
     async fn enter(self, site: &mut H) -> Result<Self::Held, Error>;
 
-    /// The `tracing` span the scope runs in, body included (see [`crate::telemetry`]).
+    /// The `tracing` span the scope runs in, body included (see [`crate::telemetry`]), if
+    /// anything could see it.
     #[doc(hidden)]
-    fn span(&self) -> tracing::Span {
-        tracing::Span::none()
+    fn span(&self) -> Option<Span> {
+        None
     }
 }
 
@@ -175,9 +175,8 @@ impl<H: Site, K: Kind<H>> Kind<H> for Result<K, Error> {
         self?.enter(site).await
     }
 
-    fn span(&self) -> tracing::Span {
-        self.as_ref()
-            .map_or_else(|_| tracing::Span::none(), K::span)
+    fn span(&self) -> Option<Span> {
+        self.as_ref().ok().and_then(K::span)
     }
 }
 
@@ -251,8 +250,9 @@ pub(crate) struct Scope<H: Site, S: Held> {
     held: Option<S>,
     /// What the scope is, for logs (set when entered).
     what: &'static str,
-    /// The kind's span, entered while the scope enters, runs its body, and ends.
-    span: Span,
+    /// The kind's span, entered while the scope enters, runs its body, and ends; none when
+    /// nothing could see it, so that a scope nobody watches runs no `tracing` code at all.
+    span: Option<Span>,
 }
 
 impl<H: Site, S: Held> Scope<H, S> {
@@ -264,7 +264,7 @@ impl<H: Site, S: Held> Scope<H, S> {
 
     /// A scope on `handle` in `span` (the kind's, which a caller may need to report in too).
     #[inline]
-    pub(crate) fn in_span(handle: H, span: Span) -> Self {
+    pub(crate) fn in_span(handle: H, span: Option<Span>) -> Self {
         Scope {
             handle,
             held: None,
@@ -275,8 +275,8 @@ impl<H: Site, S: Held> Scope<H, S> {
 
     /// The site to enter on (with [`Kind::enter`], awaited with `await_in!` in the span).
     #[inline]
-    pub(crate) fn entering(&mut self) -> (&mut H, &Span) {
-        (&mut self.handle, &self.span)
+    pub(crate) fn entering(&mut self) -> (&mut H, Option<&Span>) {
+        (&mut self.handle, self.span.as_ref())
     }
 
     /// Entered: the scope holds `held` until it ends.
@@ -296,7 +296,7 @@ impl<H: Site, S: Held> Scope<H, S> {
     pub(crate) async fn enter_in<K: Kind<H, Held = S>>(
         kind: K,
         handle: H,
-        span: Span,
+        span: Option<Span>,
     ) -> Result<Self, Error> {
         let mut scope = Scope::in_span(handle, span);
         let (site, span) = scope.entering();
@@ -307,25 +307,25 @@ impl<H: Site, S: Held> Scope<H, S> {
 
     /// The span the scope runs in.
     #[inline]
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
+    pub(crate) fn span(&self) -> Option<&Span> {
+        self.span.as_ref()
     }
 
     /// The handle (to lend to the body), the state (to run the body with, `Held::run`) and the
     /// span (to run it in, with `await_in!`), borrowed apart.
     #[inline]
-    pub(crate) fn parts(&mut self) -> (&mut H, &mut S, &Span) {
+    pub(crate) fn parts(&mut self) -> (&mut H, &mut S, Option<&Span>) {
         let held = self.held.as_mut().expect("entered before its body runs");
-        (&mut self.handle, held, &self.span)
+        (&mut self.handle, held, self.span.as_ref())
     }
 
     /// Begin to end: what the scope holds, to end (with `Held::end`, awaited in the span) on
     /// the site. From here the end's future owns it: dropped, that future ends it as far as a
     /// destructor can, and the scope has nothing left to abandon.
     #[inline]
-    pub(crate) fn ending(&mut self) -> (S, &mut H, &Span) {
+    pub(crate) fn ending(&mut self) -> (S, &mut H, Option<&Span>) {
         let held = self.held.take().expect("ended once");
-        (held, &mut self.handle, &self.span)
+        (held, &mut self.handle, self.span.as_ref())
     }
 
     /// Settle the body's outcome with the end's (see [`settle`]), in the scope's span.
@@ -340,12 +340,12 @@ impl<H: Site, S: Held> Scope<H, S> {
         match outcome {
             // The common case, decided without entering the span.
             Ok(Ok(out)) if ended.is_ok() => Ok(out),
-            Ok(outcome) => self.span.in_scope(|| settle(&what, outcome, ended, failed)),
+            Ok(outcome) => within(self.span(), || settle(&what, outcome, ended, failed)),
             // The scope stopped the body: its reason is the result; the end's failure is news
             // only for the log.
             Err(stopped) => {
                 if let Err(error) = ended {
-                    self.span.in_scope(|| ended_after_stop(what, &error));
+                    within(self.span(), || ended_after_stop(what, &error));
                 }
                 Err(stopped)
             }
@@ -370,7 +370,7 @@ impl<H: Site, S: Held> Drop for Scope<H, S> {
     #[inline]
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
-            abandon(held, &mut self.handle, &self.span);
+            abandon(held, &mut self.handle, self.span.as_ref());
         }
     }
 }
@@ -378,17 +378,28 @@ impl<H: Site, S: Held> Drop for Scope<H, S> {
 /// A scope dropped while it held: out of line, off the path of every scope that ends.
 #[cold]
 #[inline(never)]
-fn abandon<H: Site, S: Held>(held: S, site: &mut H, span: &Span) {
-    let _span = span.enter();
-    held.abandon(site);
+fn abandon<H: Site, S: Held>(held: S, site: &mut H, span: Option<&Span>) {
+    within(span, || held.abandon(site));
 }
 
-/// Run `future` in `span` (a disabled span, when nobody listens, costs a check per poll).
-pub(crate) fn in_span<F: Future>(span: Span, future: F) -> tracing::instrument::Instrumented<F> {
+/// Run `f` in `span`, if there is one.
+#[inline]
+pub(crate) fn within<T>(span: Option<&Span>, f: impl FnOnce() -> T) -> T {
+    match span {
+        Some(span) => span.in_scope(f),
+        None => f(),
+    }
+}
+
+/// Run `future` in `span` (no span, when nobody could see one, costs a check per poll).
+pub(crate) fn in_span<F: Future>(
+    span: Option<Span>,
+    future: F,
+) -> tracing::instrument::Instrumented<F> {
     // One future type either way: an async fn choosing between `future.await` and
     // `future.instrument(span).await` would hold both in its state, doubling the size of every
     // layer of a stack of scopes. Entering a disabled span is a check and nothing more.
-    future.instrument(span)
+    future.instrument(span.unwrap_or_else(Span::none))
 }
 
 /// The one rule for a scope's outcome, given the body's (`outcome`) and that of ending the scope

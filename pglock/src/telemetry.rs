@@ -80,12 +80,8 @@ pub fn set_lock_labels(on: bool) {
 /// (sqlx turns it on), entering and leaving it can be written to the `log` crate: a check of
 /// `log`'s level at each poll of each scope's future. Without a `tracing` subscriber that is the
 /// whole cost of pglock's spans, so they are dropped (the events inside still reach `log`).
-fn wanted(span: Span) -> Span {
-    if span.is_disabled() {
-        Span::none()
-    } else {
-        span
-    }
+fn wanted(span: Span) -> Option<Span> {
+    (!span.is_disabled()).then_some(span)
 }
 
 /// Whether a span at `level` could be seen at all: by a `tracing` subscriber (the global level
@@ -110,9 +106,14 @@ fn could_see(level: tracing::Level) -> bool {
 
 /// The span around an advisory lock's scope (an attribute's call, `scope`, `run`).
 #[inline]
-pub(crate) fn advisory_span(id: &LockId, function: Option<&str>, mode: Mode, wait: Wait) -> Span {
+pub(crate) fn advisory_span(
+    id: &LockId,
+    function: Option<&str>,
+    mode: Mode,
+    wait: Wait,
+) -> Option<Span> {
     if !could_see(tracing::Level::INFO) {
-        return Span::none();
+        return None;
     }
     advisory_span_seen(id, function, mode, wait)
 }
@@ -120,7 +121,7 @@ pub(crate) fn advisory_span(id: &LockId, function: Option<&str>, mode: Mode, wai
 /// [`advisory_span`] for a listener: out of line, off the path of a process nobody watches.
 #[cold]
 #[inline(never)]
-fn advisory_span_seen(id: &LockId, function: Option<&str>, mode: Mode, wait: Wait) -> Span {
+fn advisory_span_seen(id: &LockId, function: Option<&str>, mode: Mode, wait: Wait) -> Option<Span> {
     wanted(tracing::info_span!(
         target: "pglock",
         "pglock::advisory",
@@ -133,9 +134,9 @@ fn advisory_span_seen(id: &LockId, function: Option<&str>, mode: Mode, wait: Wai
 }
 
 /// The span around a lock timeout's scope.
-pub(crate) fn timeout_span(limit: Option<Duration>) -> Span {
+pub(crate) fn timeout_span(limit: Option<Duration>) -> Option<Span> {
     if !could_see(tracing::Level::DEBUG) {
-        return Span::none();
+        return None;
     }
     wanted(tracing::debug_span!(
         target: "pglock",
@@ -145,9 +146,9 @@ pub(crate) fn timeout_span(limit: Option<Duration>) -> Span {
 }
 
 /// The span around a prioritize scope.
-pub(crate) fn prioritize_span(interval: Duration, signal: crate::Signal) -> Span {
+pub(crate) fn prioritize_span(interval: Duration, signal: crate::Signal) -> Option<Span> {
     if !could_see(tracing::Level::INFO) {
-        return Span::none();
+        return None;
     }
     wanted(tracing::info_span!(
         target: "pglock",

@@ -347,7 +347,7 @@ impl<S: Setting, H: OneSession> Kind<H> for Timeout<S> {
         TimeoutHeld::set_named(S::NAME, &setting, conn).await
     }
 
-    fn span(&self) -> tracing::Span {
+    fn span(&self) -> Option<tracing::Span> {
         crate::telemetry::timeout_span(self.limit)
     }
 }

@@ -34,7 +34,7 @@ impl<H: Site> Kind<H> for Advisory {
         Box::pin(self.enter_on_pool(pool)).await
     }
 
-    fn span(&self) -> tracing::Span {
+    fn span(&self) -> Option<tracing::Span> {
         Advisory::span(self)
     }
 }
@@ -173,7 +173,7 @@ impl Advisory {
         let mut scope = match Scope::enter_in(self, db.into_handle(), span.clone()).await {
             Ok(scope) => scope,
             Err(error) if skip && error.is_not_acquired() => {
-                span.in_scope(|| crate::telemetry::skipped(&error));
+                crate::scope::within(span.as_ref(), || crate::telemetry::skipped(&error));
                 return Ok(None);
             }
             Err(error) => return Err(error),
@@ -369,6 +369,34 @@ impl AdvisoryHeld {
         }
     }
 
+    /// How the scope closes, decided before the future that closes it exists.
+    #[inline]
+    fn close(self, body_failed: bool) -> Close {
+        let left = self.left_to_hold();
+        if self.lost {
+            // Its session is gone, or its connection was left mid-statement: close it
+            // (dropping the guard, with `self`, does). The loss was the scope's result already.
+            return Close::Decided(Ok(()));
+        }
+        if let Some((_, Some(lost))) = self.notify.map(|notify| *notify) {
+            // The body was told of the loss and ran to its end: the loss is the result now.
+            return Close::Decided(Err(lost));
+        }
+        match (self.on, left) {
+            // A transaction-level lock in the caller's transaction ends with it: there is
+            // nothing to send, only the end to report.
+            (On::Lent(lock), None) if lock.mode.xact => Close::Ended(lock),
+            (on, left) => Close::Release(
+                on,
+                Ending {
+                    left,
+                    heartbeat: self.heartbeat,
+                    body_failed,
+                },
+            ),
+        }
+    }
+
     /// How long the lock was held, and what is left of its `min_hold`, if any is.
     #[inline]
     fn left_to_hold(&self) -> Option<Lingers> {
@@ -410,23 +438,7 @@ impl Held for AdvisoryHeld {
         site: &mut H,
         body_failed: bool,
     ) -> impl Future<Output = Result<(), Error>> {
-        let left = self.left_to_hold();
-        let close = if self.lost {
-            // Its session is gone, or its connection was left mid-statement: close it
-            // (dropping the guard, with `self`, does). The loss was the scope's result already.
-            Close::Decided(Ok(()))
-        } else if let Some((_, Some(lost))) = self.notify.map(|notify| *notify) {
-            // The body was told of the loss and ran to its end: the loss is the result now.
-            Close::Decided(Err(lost))
-        } else {
-            match (self.on, left) {
-                // A transaction-level lock in the caller's transaction ends with it: there is
-                // nothing to send, only the end to report.
-                (On::Lent(lock), None) if lock.mode.xact => Close::Ended(lock),
-                (on, left) => Close::Release(on, left),
-            }
-        };
-        match close {
+        match self.close(body_failed) {
             Close::Decided(result) => End::Decided {
                 result: Some(result),
             },
@@ -434,7 +446,7 @@ impl Held for AdvisoryHeld {
             // A lock on the caller's session with no hold left, the common case: release it
             // here, with the runtime API's own release. Every other way of ending is boxed, so
             // that this future (and every scope's around it) stays small.
-            Close::Release(On::Lent(lock), None) => {
+            Close::Release(On::Lent(lock), Ending { left: None, .. }) => {
                 let conn = site
                     .session()
                     .expect("a lent lock lives on the site's session");
@@ -442,16 +454,16 @@ impl Held for AdvisoryHeld {
                     release: AdvisoryGuard::held(conn, lock).release(),
                 }
             }
-            Close::Release(on, left) => {
-                let ending = Ending {
-                    left,
-                    heartbeat: self.heartbeat,
-                    body_failed,
-                };
-                End::Other {
-                    other: Box::pin(ending.end(on, site)),
+            // A lock on a connection pglock owns, released the same way.
+            Close::Release(On::Owned(guard), Ending { left: None, .. }) => {
+                let guard: AdvisoryGuard<'_> = *guard;
+                End::Release {
+                    release: guard.release(),
                 }
             }
+            Close::Release(on, ending) => End::Other {
+                other: Box::pin(ending.end(on, site)),
+            },
         }
     }
 
@@ -510,7 +522,7 @@ enum Close {
     /// span): a transaction-level lock in the caller's transaction.
     Ended(Forgotten),
     /// Release the lock (or hold it on for what is left of `min_hold`).
-    Release(On, Option<Lingers>),
+    Release(On, Ending),
 }
 
 /// A lock whose `min_hold` is not over when its body ends.
@@ -551,7 +563,7 @@ impl Ending {
                 linger::linger(lock, held, left, heartbeat);
                 Ok(())
             }
-            (On::Owned(guard), None) => guard.release().await,
+            (On::Owned(_), None) => unreachable!("released by `Held::end` itself"),
             (On::OwnedTransaction(owned), None) => {
                 let (mut owned, lock) = *owned;
                 let ended = end_transaction(&mut owned, !body_failed).await;

@@ -103,7 +103,7 @@ pub(super) fn linger(
     let held_on = hold(lock, told, left, heartbeat, drained);
     registry
         .tasks
-        .push(tokio::spawn(crate::scope::in_span(span, held_on)));
+        .push(tokio::spawn(crate::scope::in_span(Some(span), held_on)));
 }
 
 async fn hold(

@@ -595,7 +595,7 @@ impl Advisory {
 
     /// The span of this lock's scopes (see [`telemetry`]).
     #[inline]
-    pub(crate) fn span(&self) -> tracing::Span {
+    pub(crate) fn span(&self) -> Option<tracing::Span> {
         telemetry::advisory_span(&self.id, self.function.as_deref(), self.mode, self.wait)
     }
 
