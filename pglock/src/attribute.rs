@@ -520,7 +520,7 @@ impl<H: Handle, S: Held, R> Layer<H, S, R> {
 
     /// The function's return value, from the body's outcome and the end's.
     #[inline]
-    pub fn exit(&self, outcome: Outcome<R>, ended: Result<(), Error>) -> R {
+    pub fn exit(self, outcome: Outcome<R>, ended: Result<(), Error>) -> R {
         match self.scope.settle(outcome, ended, self.policy.failed) {
             Ok(out) => out,
             Err(error) => (self.policy.error)(error),

@@ -313,7 +313,25 @@ impl<'c> AdvisoryGuard<'c> {
 }
 
 impl Drop for AdvisoryGuard<'_> {
+    /// Released, forgotten, or transaction-level and held: nothing to do, decided inline (every
+    /// lock's guard is dropped so, once); anything else out of line.
+    #[inline]
     fn drop(&mut self) {
+        let nothing_to_do = match self.state {
+            State::Done => true,
+            State::Held => self.mode.xact,
+            State::Waiting => false,
+        };
+        if !(nothing_to_do && self.holding.is_none()) {
+            self.dropped_unreleased();
+        }
+    }
+}
+
+impl AdvisoryGuard<'_> {
+    #[cold]
+    #[inline(never)]
+    fn dropped_unreleased(&mut self) {
         if let Some(holding) = self.holding.take() {
             holding.dropped(&self.id);
         }
