@@ -189,6 +189,17 @@ async fn measured(operation: &str, rounds: u32, conn: &mut PgConnection) {
     }
 }
 
+/// Shuffle `order` anew (Fisher-Yates, with a xorshift generator kept in `seed`): each round
+/// runs the forms in another order, so that none always follows the same one.
+fn shuffle(order: &mut [usize], seed: &mut u64) {
+    for i in (1..order.len()).rev() {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        order.swap(i, (*seed % (i as u64 + 1)) as usize);
+    }
+}
+
 /// The transaction-level forms on the wall clock, in rounds that run each once in a shuffled
 /// order (the lock statement alone is timed, as in the benchmark): a quick look at what the
 /// benchmark's rows say, with only these forms' code competing for the caches. The attribute's
@@ -209,12 +220,7 @@ async fn interleaved(rounds: u32, conn: &mut PgConnection) {
     let mut order: Vec<usize> = (0..FORMS.len()).collect();
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for _ in 0..rounds {
-        for i in (1..order.len()).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            order.swap(i, (seed % (i as u64 + 1)) as usize);
-        }
+        shuffle(&mut order, &mut seed);
         for &form in &order {
             let mut tx = conn.begin().await.expect("a transaction");
             let started = Instant::now();
@@ -326,12 +332,7 @@ async fn cputime(rounds: u32, conn: &mut PgConnection) {
     let mut order: Vec<usize> = (0..FORMS.len()).collect();
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for _ in 0..rounds {
-        for i in (1..order.len()).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            order.swap(i, (seed % (i as u64 + 1)) as usize);
-        }
+        shuffle(&mut order, &mut seed);
         for &form in &order {
             let key = KEY + form as i64;
             let done: Result<(), Error> = if form < 3 {
