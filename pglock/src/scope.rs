@@ -259,17 +259,11 @@ impl<H: Site, S: Held> Scope<H, S> {
     /// A scope of `kind` on `handle`, in the kind's span, not entered yet.
     #[inline]
     pub(crate) fn new<K: Kind<H, Held = S>>(kind: &K, handle: H) -> Self {
-        Scope::in_span(handle, kind.span())
-    }
-
-    /// A scope on `handle` in `span` (the kind's, which a caller may need to report in too).
-    #[inline]
-    pub(crate) fn in_span(handle: H, span: Option<Span>) -> Self {
         Scope {
             handle,
             held: None,
             what: "",
-            span,
+            span: kind.span(),
         }
     }
 
@@ -288,17 +282,7 @@ impl<H: Site, S: Held> Scope<H, S> {
 
     /// Make the scope and enter it.
     pub(crate) async fn enter<K: Kind<H, Held = S>>(kind: K, handle: H) -> Result<Self, Error> {
-        let span = kind.span();
-        Scope::enter_in(kind, handle, span).await
-    }
-
-    /// [`enter`](Self::enter) in `span`.
-    pub(crate) async fn enter_in<K: Kind<H, Held = S>>(
-        kind: K,
-        handle: H,
-        span: Option<Span>,
-    ) -> Result<Self, Error> {
-        let mut scope = Scope::in_span(handle, span);
+        let mut scope = Scope::new(&kind, handle);
         let (site, span) = scope.entering();
         let held = await_in!(span, kind.enter(site))?;
         scope.entered(held);

@@ -169,15 +169,16 @@ impl Advisory {
         body: impl FnOnce(()) -> F,
         skip: bool,
     ) -> Result<Option<Result<T, E>>, Error> {
-        let span = self.span();
-        let mut scope = match Scope::enter_in(self, db.into_handle(), span.clone()).await {
-            Ok(scope) => scope,
+        let mut scope = Scope::new(&self, db.into_handle());
+        let (site, span) = scope.entering();
+        match crate::scope::await_in!(span, self.enter(site)) {
+            Ok(held) => scope.entered(held),
             Err(error) if skip && error.is_not_acquired() => {
-                crate::scope::within(span.as_ref(), || crate::telemetry::skipped(&error));
+                crate::scope::within(scope.span(), || crate::telemetry::skipped(&error));
                 return Ok(None);
             }
             Err(error) => return Err(error),
-        };
+        }
         let (_, held, span) = scope.parts();
         if let Some(signal) = notify {
             held.notify = Some(Box::new((signal, None)));
@@ -563,7 +564,7 @@ impl Ending {
                 linger::linger(lock, held, left, heartbeat);
                 Ok(())
             }
-            (On::Owned(_), None) => unreachable!("released by `Held::end` itself"),
+            (On::Owned(guard), None) => guard.release().await,
             (On::OwnedTransaction(owned), None) => {
                 let (mut owned, lock) = *owned;
                 let ended = end_transaction(&mut owned, !body_failed).await;
