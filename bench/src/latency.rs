@@ -102,6 +102,12 @@ pub enum Op {
     RuntimeAgain,
     /// `RuntimeXact(XactMode::Default)` again: the control for the transaction-level rows.
     RuntimeXactAgain,
+    /// `scope` on the connection with an empty body, waiting: the runtime call that does what
+    /// the attribute does (runs a body, catches its panic, settles its outcome with the release).
+    RuntimeScope,
+    /// `Runtime(Mode::Default)` with 2 µs of client work (a busy wait) between acquire and
+    /// release: a known cost, to show what this run can tell from noise.
+    Calibration,
     Attr(Mode),
     AttrXact,
     Pool(Mode),
@@ -137,6 +143,8 @@ pub const ALL: &[Op] = &[
     Op::RuntimeXact(XactMode::Timed),
     Op::RuntimeAgain,
     Op::RuntimeXactAgain,
+    Op::RuntimeScope,
+    Op::Calibration,
     Op::Attr(Mode::Default),
     Op::Attr(Mode::Forever),
     Op::Attr(Mode::Try),
@@ -162,9 +170,12 @@ impl Op {
     pub fn section(self) -> &'static str {
         match self {
             Op::SelectPrepared | Op::SelectSimple => "1. Floor",
-            Op::Runtime(_) | Op::RuntimeXact(_) | Op::RuntimeAgain | Op::RuntimeXactAgain => {
-                "2a. Runtime API on a held `&mut PgConnection`"
-            }
+            Op::Runtime(_)
+            | Op::RuntimeXact(_)
+            | Op::RuntimeAgain
+            | Op::RuntimeXactAgain
+            | Op::RuntimeScope
+            | Op::Calibration => "2a. Runtime API on a held `&mut PgConnection`",
             Op::Attr(_) | Op::AttrXact => "2b. Attribute on a held connection",
             Op::Pool(_) | Op::PoolXactScope | Op::AttrPool | Op::PoolRun { .. } => {
                 "2c. Through `&PgPool` (pool checkout included)"
@@ -192,6 +203,10 @@ impl Op {
                 "{}, again (A/A control: the same operation)",
                 Op::RuntimeXact(XactMode::Default).name()
             ),
+            Op::RuntimeScope => "`scope` on the connection, empty body, wait".into(),
+            Op::Calibration => {
+                "acquire, 2 µs of client work, release (calibration: a known cost)".into()
+            }
             Op::Attr(mode) => format!("`#[advisory]`, {}", mode.name()),
             Op::AttrXact => "`#[advisory(xact)]` on `&mut Transaction` (¹)".into(),
             Op::Pool(mode) => format!("pool: acquire + release, {}", mode.name()),
@@ -225,6 +240,7 @@ impl Op {
             // identical row, the threshold is tighter than the run's noise.
             Op::RuntimeAgain => Target::SameAs(Op::Runtime(Mode::Default)),
             Op::RuntimeXactAgain => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
+            Op::RuntimeScope | Op::Calibration => Target::SameAs(Op::Runtime(Mode::Default)),
             Op::Attr(mode) => Target::SameAs(Op::Runtime(mode)),
             Op::AttrXact => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
             // On a pool the attribute watches the lock's session while the body runs (the
@@ -248,6 +264,8 @@ impl Op {
         match self {
             Op::Runtime(_)
             | Op::RuntimeAgain
+            | Op::RuntimeScope
+            | Op::Calibration
             | Op::Attr(_)
             | Op::Pool(_)
             | Op::AttrPool
@@ -347,6 +365,19 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
         }
         Op::Runtime(mode) => {
             let guard = mode.lock(key).acquire(&mut *conn).await?;
+            guard.release().await?;
+        }
+        Op::RuntimeScope => {
+            pglock::advisory(key)
+                .scope(&mut *conn, async |_| Ok::<_, pglock::Error>(()))
+                .await?;
+        }
+        Op::Calibration => {
+            let guard = pglock::advisory(key).acquire(&mut *conn).await?;
+            let until = Instant::now() + Duration::from_micros(2);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
             guard.release().await?;
         }
         Op::Attr(mode) => match mode {
@@ -461,12 +492,29 @@ impl Latencies {
 /// round trips are bimodal (the server backend scheduled at once, or after another process), and
 /// longer batches let one operation's median land in the slow mode and its neighbour's in the
 /// fast one.
-pub async fn rounds(cx: &mut Cx, out: &mut Latencies, rounds: usize, batch: usize) -> Res<()> {
+///
+/// With `warm`, each operation first runs once untimed, right before its timed runs, so that
+/// every operation is timed with its own code in the client's caches. Without it, how warm an
+/// operation's code is depends on how many other operations run the same machine code: the
+/// compiler gives each codegen unit of a crate its own copy of pglock's lock and release
+/// futures, so the runtime rows (which share one call site's copy, run some ten times a round)
+/// and an attribute or `scope` row (its own copy, run once or a few times a round) are not
+/// timed alike. See BENCHMARKS.md, "Attribute vs runtime".
+pub async fn rounds(
+    cx: &mut Cx,
+    out: &mut Latencies,
+    rounds: usize,
+    batch: usize,
+    warm: bool,
+) -> Res<()> {
     let mut order: Vec<usize> = (0..ALL.len()).collect();
     let mut rng = Shuffler(0x9E37_79B9_7F4A_7C15);
     for _ in 0..rounds {
         rng.shuffle(&mut order);
         for &index in &order {
+            if warm {
+                once(ALL[index], cx).await?;
+            }
             for _ in 0..batch {
                 let elapsed = once(ALL[index], cx).await?;
                 out.samples[index].push(elapsed);

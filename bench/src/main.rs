@@ -1,4 +1,4 @@
-//! `cargo run -p pglock-bench --release [-- --quick] [-- --only <section>]`
+//! `cargo run -p pglock-bench --release [-- --quick] [-- --only <section>] [-- --cold]`
 //!
 //! Measures pglock against DESIGN.md's performance targets in one run, on a fresh database of
 //! the test harness's server (`DATABASE_URL`, or the throwaway cluster), and prints markdown
@@ -46,6 +46,8 @@ struct Plan {
     only: Option<String>,
     latency_rounds: usize,
     latency_batch: usize,
+    /// Whether each latency operation runs once untimed before it is timed (`--cold`: not).
+    latency_warm: bool,
     django_runs: usize,
     django_n: usize,
     contention_rounds: usize,
@@ -69,6 +71,7 @@ impl Plan {
                 only,
                 latency_rounds: 400,
                 latency_batch: 1,
+                latency_warm: true,
                 django_runs: 1,
                 django_n: 200,
                 contention_rounds: 1,
@@ -88,6 +91,7 @@ impl Plan {
                 only,
                 latency_rounds: 2000,
                 latency_batch: 1,
+                latency_warm: true,
                 django_runs: 3,
                 django_n: 1000,
                 contention_rounds: 3,
@@ -111,7 +115,7 @@ impl Plan {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pglock-bench [--quick] [--only <{}>] [--subscriber-without-pglock]",
+        "usage: pglock-bench [--quick] [--only <{}>] [--cold] [--subscriber-without-pglock]",
         SECTIONS.join("|")
     );
     std::process::exit(2)
@@ -136,10 +140,13 @@ fn main() {
     }
     let mut quick = false;
     let mut only = None;
+    let mut cold = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            // Latency rows timed without a warm-up call of their own (see `latency::rounds`).
+            "--cold" => cold = true,
             // Observability's cost when nobody listens to pglock: a subscriber that shows
             // other crates' events but filters pglock out (compare with no subscriber, and
             // with `--features metrics`, which installs a no-op recorder).
@@ -152,7 +159,8 @@ fn main() {
         }
     }
     observe::recorder();
-    let plan = Plan::new(quick, only);
+    let mut plan = Plan::new(quick, only);
+    plan.latency_warm = !cold;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,14 +225,26 @@ async fn bench(plan: Plan) -> Res<Report> {
         for block in 0..blocks {
             let rounds =
                 plan.latency_rounds / blocks + usize::from(block < plan.latency_rounds % blocks);
-            latency::rounds(&mut cx, &mut lat, rounds, plan.latency_batch).await?;
+            latency::rounds(
+                &mut cx,
+                &mut lat,
+                rounds,
+                plan.latency_batch,
+                plan.latency_warm,
+            )
+            .await?;
             if missing.is_none() {
                 progress("django-pglock");
                 dj.run(&url, plan.django_n).await?;
             }
         }
         report.line_pub("## 1-3. Uncontended acquire + release");
-        report.latency(&lat, &round_trips, missing.is_none().then_some(&dj));
+        report.latency(
+            &lat,
+            &round_trips,
+            missing.is_none().then_some(&dj),
+            plan.latency_warm,
+        );
         if let Some(why) = missing {
             report.django_missing(&why);
         }

@@ -54,6 +54,7 @@ impl Report {
         lat: &Latencies,
         round_trips: &[(u64, u64)],
         django: Option<&Django>,
+        warm: bool,
     ) {
         let floor = lat.floor();
         self.line("| operation | median µs | p90 µs | × floor | × raw SQL (²) | round trips (parses) | target | met |");
@@ -131,7 +132,7 @@ impl Report {
         }
         self.line("");
         self.line(format!(
-            "Samples per operation: {}. (¹) transaction-level: only the lock statement (and pglock's \
+            "Samples per operation: {}, {}. (¹) transaction-level: only the lock statement (and pglock's \
              no-op release) is timed; the BEGIN before and the COMMIT after are not. Round trips are \
              counted by a proxy that reads the client's protocol messages (each simple `Query` and \
              each `Sync` is one), in a separate pass after warm-up, over the timed part only; a \
@@ -144,8 +145,14 @@ impl Report {
              Δ: how far the median is above that of the row it is held to, in µs, with a 95 % \
              interval from resampling the rounds (each round's two samples kept together); \
              \"= noise\" when the interval holds 0, that is when this run cannot tell the two \
-             apart (the A/A control rows show how often identical operations do).",
-            lat.samples[0].len()
+             apart (the A/A control rows show how often identical operations do; the \
+             calibration row, what a known 2 µs of client work looks like).",
+            lat.samples[0].len(),
+            if warm {
+                "each timed right after an untimed run of the same operation (its code warm)"
+            } else {
+                "each timed cold (`--cold`: no untimed run of its own first)"
+            }
         ));
         self.line("");
         if let Some(dj) = django {
