@@ -53,8 +53,12 @@ pub async fn run(
         interval,
         theme: Theme::from_env(),
     };
-    top::run(conn, source, options)
+    let ended = top::run(conn, source, options)
         .await
         .map_err(|error| Failure::Error(error.to_string()))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match ended {
+        top::Ended::Quit => ExitCode::SUCCESS,
+        // As a shell reports a process the signal killed.
+        top::Ended::Signal(number) => ExitCode::from(128 + number as u8),
+    })
 }

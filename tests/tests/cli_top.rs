@@ -670,3 +670,99 @@ async fn a_panic_gives_the_terminal_back_before_its_message() {
     );
     assert!(backend_exists(chain.db.pool(), chain.holder_pid).await);
 }
+
+/// The pids of `parent`'s children, read from `/proc`.
+fn children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command name may hold spaces, so read after its `)`.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_to_stop_gives_the_terminal_back_and_exits_as_the_signal_would() {
+    let chain = chain().await;
+    let binary = command::binary().to_owned();
+    let tmux = Tmux::start(120, 40).ready().await;
+    let shell: u32 = tmux
+        .run(&["display-message", "-p", "-t", "top", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .expect("the shell's pid");
+    tmux.type_text("echo before-top");
+    tmux.keys(&["Enter"]);
+    let holder = format!("{} blocks 2", chain.holder_pid);
+    for (signal, number) in [("TERM", 15), ("HUP", 1), ("INT", 2)] {
+        tmux.type_text(&format!(
+            "'{}' top -d '{}'; echo top-exit=$?",
+            binary.display(),
+            chain.db.url()
+        ));
+        tmux.keys(&["Enter"]);
+        tmux.until("the tree", |screen| screen.contains(&holder))
+            .await;
+        assert!(tmux.alternate_screen());
+        let top = children(shell);
+        assert_eq!(top.len(), 1, "the shell runs one command: {top:?}");
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &top[0].to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let exit = format!("top-exit={}", 128 + number);
+        let screen = tmux
+            .until("the shell back", |screen| {
+                screen.lines().any(|line| {
+                    line.strip_prefix("top-exit=")
+                        .is_some_and(|code| code.parse::<u8>().is_ok())
+                })
+            })
+            .await;
+        assert!(
+            screen.lines().any(|line| line == exit),
+            "{signal}:\n{screen}"
+        );
+        assert!(!tmux.alternate_screen(), "{signal}:\n{screen}");
+        assert!(
+            screen.lines().any(|line| line == "before-top"),
+            "{signal}:\n{screen}"
+        );
+        // The terminal is usable: back in canonical mode, with echo.
+        tmux.type_text(
+            "clear; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo; echo stty-done",
+        );
+        tmux.keys(&["Enter"]);
+        let screen = tmux
+            .until("stty's answer", |screen| {
+                screen.lines().any(|line| line == "stty-done")
+            })
+            .await;
+        let lines: Vec<&str> = screen.lines().collect();
+        assert!(
+            lines.contains(&"icanon") && lines.contains(&"echo"),
+            "{signal}:\n{screen}"
+        );
+        tmux.type_text("clear; echo before-top");
+        tmux.keys(&["Enter"]);
+        tmux.until("the screen cleared", |screen| {
+            !screen.contains("stty-done") && screen.lines().any(|line| line == "before-top")
+        })
+        .await;
+    }
+    // Nothing was signalled by the view.
+    assert!(backend_exists(chain.db.pool(), chain.holder_pid).await);
+}

@@ -34,7 +34,7 @@ use sqlx::PgConnection;
 pub use app::{App, Command, Mode, Pane, Sort};
 // `tree_rows` and `Edge` also draw `pglock tree`, so that both show each session once.
 pub use snapshot::{Edge, LockRow, Session, Snapshot, TreeRow, tree_rows};
-pub use terminal::{Options, run};
+pub use terminal::{Ended, Options, run};
 pub use view::{MIN_HEIGHT, MIN_WIDTH, Theme, draw};
 
 /// What the view lists: the command's filters, as the inspection API's queries.

@@ -1,5 +1,6 @@
 //! The real terminal: raw mode and the alternate screen, given back on every way out (return,
-//! error, panic), and the loop that turns key presses and the clock into commands.
+//! error, panic, a signal to stop), and the loop that turns key presses and the clock into
+//! commands.
 
 use std::io::{IsTerminal as _, Stdout};
 use std::sync::Once;
@@ -30,20 +31,34 @@ pub struct Options {
     pub theme: Theme,
 }
 
-/// Run the view on this process's terminal until `q` or Ctrl-C.
+/// How the view ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// By a key (`q`, Ctrl-C), or its input closing.
+    Quit,
+    /// By this signal (`SIGTERM`, `SIGHUP`, or a `SIGINT` sent with `kill`: in raw mode Ctrl-C
+    /// is a key), its number. The terminal was given back all the same; the command then exits
+    /// as a process killed by it would be reported, with 128 + the number.
+    Signal(i32),
+}
+
+/// Run the view on this process's terminal until `q` or Ctrl-C, or a signal to stop.
 ///
 /// # Errors
 /// [`Error::NotATerminal`] when standard output is not one; [`Error::Terminal`] when it cannot
-/// be set up or drawn on; [`Error::Database`] when the first read fails (later failures are
-/// shown on the screen, and the view goes on).
+/// be set up or drawn on, or the signals to stop cannot be listened for; [`Error::Database`]
+/// when the first read fails (later failures are shown on the screen, and the view goes on).
 ///
 /// # Cancel safety
 /// Not cancel-safe: dropped while signalling, a signal may have gone out unreported. The
 /// terminal is given back in any case.
-pub async fn run(mut conn: PgConnection, source: Source, options: Options) -> Result<(), Error> {
+pub async fn run(mut conn: PgConnection, source: Source, options: Options) -> Result<Ended, Error> {
     if !std::io::stdout().is_terminal() {
         return Err(Error::NotATerminal);
     }
+    // Listened for before the screen changes: the default action of each would end the
+    // process with the terminal still raw and on the alternate screen.
+    let mut stops = Stops::new()?;
     let own_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut conn)
         .await?;
@@ -80,6 +95,10 @@ pub async fn run(mut conn: PgConnection, source: Source, options: Options) -> Re
                 None => Some(Command::Quit),
             },
             () = tokio::time::sleep_until(next), if !app.paused() => Some(Command::Refresh),
+            signal = stops.next() => {
+                screen.leave()?;
+                return Ok(Ended::Signal(signal));
+            }
         };
         let Some(command) = command else {
             continue;
@@ -92,7 +111,51 @@ pub async fn run(mut conn: PgConnection, source: Source, options: Options) -> Re
         }
     }
     screen.leave()?;
-    Ok(())
+    Ok(Ended::Quit)
+}
+
+/// The signals that stop the view.
+#[cfg(unix)]
+struct Stops {
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Stops {
+    fn new() -> std::io::Result<Stops> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stops {
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The number of the next one to arrive.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.terminate.recv() => 15,
+            _ = self.hangup.recv() => 1,
+            _ = self.interrupt.recv() => 2,
+        }
+    }
+}
+
+/// Elsewhere, only keys stop the view.
+#[cfg(not(unix))]
+struct Stops;
+
+#[cfg(not(unix))]
+impl Stops {
+    fn new() -> std::io::Result<Stops> {
+        Ok(Stops)
+    }
+
+    async fn next(&mut self) -> i32 {
+        std::future::pending().await
+    }
 }
 
 /// The terminal in raw mode on the alternate screen, for as long as this lives.
