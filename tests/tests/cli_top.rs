@@ -410,6 +410,25 @@ impl Tmux {
             == "1"
     }
 
+    /// Check, with the shell's own `stty`, that the terminal is usable again: back in canonical
+    /// mode, with echo. The screen is cleared first, so that only this answer is read.
+    async fn assert_usable(&self, after: &str) {
+        self.type_text(
+            "clear; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo; echo stty-done",
+        );
+        self.keys(&["Enter"]);
+        let screen = self
+            .until("stty's answer", |screen| {
+                screen.lines().any(|line| line == "stty-done")
+            })
+            .await;
+        let lines: Vec<&str> = screen.lines().collect();
+        assert!(
+            lines.contains(&"icanon") && lines.contains(&"echo"),
+            "not usable {after}:\n{screen}"
+        );
+    }
+
     /// Wait until the screen satisfies `check`; returns it.
     async fn until(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
@@ -509,19 +528,7 @@ async fn in_a_real_terminal_it_shows_the_tree_takes_keys_and_gives_the_terminal_
     assert!(screen.lines().any(|line| line == "before-top"), "{screen}");
     assert!(!tmux.alternate_screen(), "{screen}");
     assert!(!screen.contains("Blocking tree"), "{screen}");
-    // The terminal is usable: back in canonical mode, with echo.
-    tmux.type_text("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo; echo stty-done");
-    tmux.keys(&["Enter"]);
-    let screen = tmux
-        .until("stty's answer", |screen| {
-            screen.lines().any(|line| line == "stty-done")
-        })
-        .await;
-    let lines: Vec<&str> = screen.lines().collect();
-    assert!(
-        lines.contains(&"icanon") && lines.contains(&"echo"),
-        "{screen}"
-    );
+    tmux.assert_usable("after q").await;
     // Nothing was signalled.
     assert!(backend_exists(chain.db.pool(), chain.holder_pid).await);
     assert!(backend_exists(chain.db.pool(), chain.alter_pid).await);
@@ -656,18 +663,7 @@ async fn a_panic_gives_the_terminal_back_before_its_message() {
         screen.lines().any(|line| line.starts_with("thread 'main'")),
         "{screen}"
     );
-    tmux.type_text("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo; echo stty-done");
-    tmux.keys(&["Enter"]);
-    let screen = tmux
-        .until("stty's answer", |screen| {
-            screen.lines().any(|line| line == "stty-done")
-        })
-        .await;
-    let lines: Vec<&str> = screen.lines().collect();
-    assert!(
-        lines.contains(&"icanon") && lines.contains(&"echo"),
-        "{screen}"
-    );
+    tmux.assert_usable("after a panic").await;
     assert!(backend_exists(chain.db.pool(), chain.holder_pid).await);
 }
 
@@ -741,21 +737,7 @@ async fn a_signal_to_stop_gives_the_terminal_back_and_exits_as_the_signal_would(
             screen.lines().any(|line| line == "before-top"),
             "{signal}:\n{screen}"
         );
-        // The terminal is usable: back in canonical mode, with echo.
-        tmux.type_text(
-            "clear; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo; echo stty-done",
-        );
-        tmux.keys(&["Enter"]);
-        let screen = tmux
-            .until("stty's answer", |screen| {
-                screen.lines().any(|line| line == "stty-done")
-            })
-            .await;
-        let lines: Vec<&str> = screen.lines().collect();
-        assert!(
-            lines.contains(&"icanon") && lines.contains(&"echo"),
-            "{signal}:\n{screen}"
-        );
+        tmux.assert_usable(&format!("after SIG{signal}")).await;
         tmux.type_text("clear; echo before-top");
         tmux.keys(&["Enter"]);
         tmux.until("the screen cleared", |screen| {
