@@ -21,9 +21,14 @@ pub enum Target {
     Floors(f64),
     /// No more than `1.03 ×` the named runtime form: "costs nothing measurable".
     SameAs(Op),
+    /// No target: a known cost over the named form, to show how far this run can tell it.
+    Calibrates(Op),
     /// Reported for comparison, with no target.
     Info,
 }
+
+/// The client work the calibration row adds between acquire and release.
+pub const CALIBRATION: Duration = Duration::from_micros(2);
 
 /// The waiting modes of a session lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,9 +209,10 @@ impl Op {
                 Op::RuntimeXact(XactMode::Default).name()
             ),
             Op::RuntimeScope => "`scope` on the connection, empty body, wait".into(),
-            Op::Calibration => {
-                "acquire, 2 µs of client work, release (calibration: a known cost)".into()
-            }
+            Op::Calibration => format!(
+                "acquire, {} µs of client work, release (calibration: a known cost)",
+                CALIBRATION.as_micros()
+            ),
             Op::Attr(mode) => format!("`#[advisory]`, {}", mode.name()),
             Op::AttrXact => "`#[advisory(xact)]` on `&mut Transaction` (¹)".into(),
             Op::Pool(mode) => format!("pool: acquire + release, {}", mode.name()),
@@ -240,7 +246,8 @@ impl Op {
             // identical row, the threshold is tighter than the run's noise.
             Op::RuntimeAgain => Target::SameAs(Op::Runtime(Mode::Default)),
             Op::RuntimeXactAgain => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
-            Op::RuntimeScope | Op::Calibration => Target::SameAs(Op::Runtime(Mode::Default)),
+            Op::RuntimeScope => Target::SameAs(Op::Runtime(Mode::Default)),
+            Op::Calibration => Target::Calibrates(Op::Runtime(Mode::Default)),
             Op::Attr(mode) => Target::SameAs(Op::Runtime(mode)),
             Op::AttrXact => Target::SameAs(Op::RuntimeXact(XactMode::Default)),
             // On a pool the attribute watches the lock's session while the body runs (the
@@ -374,7 +381,7 @@ pub async fn once(op: Op, cx: &mut Cx) -> Res<Duration> {
         }
         Op::Calibration => {
             let guard = pglock::advisory(key).acquire(&mut *conn).await?;
-            let until = Instant::now() + Duration::from_micros(2);
+            let until = Instant::now() + CALIBRATION;
             while Instant::now() < until {
                 std::hint::spin_loop();
             }

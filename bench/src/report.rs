@@ -111,6 +111,21 @@ impl Report {
                         Some(met),
                     )
                 }
+                Target::Calibrates(other) => {
+                    let base = lat.of(other).median();
+                    let above = s.median_above(lat.of(other));
+                    (
+                        format!(
+                            "— (runtime {base:.0} + {} µs of work); Δ {:+.1} [{:+.1}, {:+.1}]{}",
+                            latency::CALIBRATION.as_micros(),
+                            above.point,
+                            above.low,
+                            above.high,
+                            if above.holds_zero() { " = noise" } else { "" }
+                        ),
+                        None,
+                    )
+                }
                 Target::Info => ("—".to_owned(), None),
             };
             let vs_raw = op.raw_peer().map_or(String::new(), |raw| {
