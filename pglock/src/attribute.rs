@@ -513,9 +513,7 @@ impl<H: Handle, S: Held, R> Layer<H, S, R> {
     /// What the scope holds, to end on the site in the span, and whether the body failed.
     #[inline]
     pub fn ending(&mut self, outcome: &Outcome<R>) -> (S, &mut H, Option<&tracing::Span>, bool) {
-        let body_failed = !matches!(outcome, Ok(Ok(out)) if !(self.policy.failed)(out));
-        let (held, site, span) = self.scope.ending();
-        (held, site, span, body_failed)
+        self.scope.ending(outcome, self.policy.failed)
     }
 
     /// The function's return value, from the body's outcome and the end's.

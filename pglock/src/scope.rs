@@ -303,13 +303,19 @@ impl<H: Site, S: Held> Scope<H, S> {
         (&mut self.handle, held, self.span.as_ref())
     }
 
-    /// Begin to end: what the scope holds, to end (with `Held::end`, awaited in the span) on
-    /// the site. From here the end's future owns it: dropped, that future ends it as far as a
-    /// destructor can, and the scope has nothing left to abandon.
+    /// Begin to end, after the body's `outcome` (`failed` says which values are failures):
+    /// what the scope holds, to end (with `Held::end`, awaited in the span) on the site, and
+    /// whether the body failed. From here the end's future owns what the scope held: dropped,
+    /// that future ends it as far as a destructor can, and the scope has nothing left to abandon.
     #[inline]
-    pub(crate) fn ending(&mut self) -> (S, &mut H, Option<&Span>) {
+    pub(crate) fn ending<T>(
+        &mut self,
+        outcome: &Outcome<T>,
+        failed: impl Fn(&T) -> bool,
+    ) -> (S, &mut H, Option<&Span>, bool) {
+        let body_failed = !matches!(outcome, Ok(Ok(out)) if !failed(out));
         let held = self.held.take().expect("ended once");
-        (held, &mut self.handle, self.span.as_ref())
+        (held, &mut self.handle, self.span.as_ref(), body_failed)
     }
 
     /// Settle the body's outcome with the end's (see [`settle`]), in the scope's span.
@@ -329,7 +335,7 @@ impl<H: Site, S: Held> Scope<H, S> {
             // only for the log.
             Err(stopped) => {
                 if let Err(error) = ended {
-                    within(self.span(), || ended_after_stop(what, &error));
+                    within(self.span(), || ended_after(&what, "was stopped", &error));
                 }
                 Err(stopped)
             }
@@ -343,8 +349,7 @@ impl<H: Site, S: Held> Scope<H, S> {
         outcome: Outcome<T>,
         failed: impl Fn(&T) -> bool,
     ) -> Result<T, Error> {
-        let body_failed = !matches!(&outcome, Ok(Ok(out)) if !failed(out));
-        let (held, site, span) = self.ending();
+        let (held, site, span, body_failed) = self.ending(&outcome, &failed);
         let ended = await_in!(span, held.end(site, body_failed));
         self.settle(outcome, ended, failed)
     }
@@ -419,12 +424,6 @@ pub(crate) fn settle<T>(
 #[inline(never)]
 fn ended_after(what: &dyn fmt::Display, how: &str, error: &Error) {
     tracing::warn!(scope = %what, %error, "pglock: ending a scope after its body {how} failed too");
-}
-
-#[cold]
-#[inline(never)]
-fn ended_after_stop(what: &str, error: &Error) {
-    ended_after(&what, "was stopped", error);
 }
 
 /// The runtime `scope` of a one-session kind (a lock timeout, prioritize): enter on `db`'s
